@@ -1,0 +1,66 @@
+"""What both backends share: how a finished trial is recorded, scored and failed."""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any
+
+import torch
+
+from nas.arch import Arch
+from nas.errors import TrialError
+from nas.objective import Objective
+from nas.runs import RunDir
+from nas.search.trial import TrialResult
+from nas.tblog import write_trial_events
+
+# Trial attributes stored with every trial (Optuna user attrs, Ray results); rows and
+# reports are built from these alone, so either backend's runs read the same.
+METRIC_KEYS = ("accuracy", "step_ms", "step_spread", "params", "macs", "epochs", "seconds")
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One line saying why a trial failed."""
+    if isinstance(exc, TrialError):
+        return str(exc)
+    if isinstance(exc, torch.OutOfMemoryError):
+        return "out of memory"
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+
+
+def result_attrs(result: TrialResult) -> dict[str, Any]:
+    return {
+        "accuracy": result.accuracy,
+        "step_ms": result.step_ms,
+        "step_spread": result.step_spread,
+        "params": result.params,
+        "macs": result.macs,
+        "epochs": result.epochs,
+        "seconds": round(result.train_seconds + result.measure_seconds, 3),
+    }
+
+
+def make_row(number: int, state: str, attrs: dict[str, Any], objective: Objective) -> dict[str, Any]:
+    row: dict[str, Any] = {"number": number, "state": state, "arch": attrs.get("arch", "")}
+    row.update({k: attrs.get(k) for k in METRIC_KEYS})
+    row["reason"] = attrs.get("reason", "")
+    if row["accuracy"] is not None and row["step_ms"] is not None:
+        row["reward"] = objective.reward(row["accuracy"], row["step_ms"], row["params"], row["macs"])
+    return row
+
+
+def record_trial(run: RunDir, number: int, arch: Arch | None, state: str, attrs: dict[str, Any],
+                 objective: Objective, history: list[dict[str, float]] | None = None,
+                 error: BaseException | None = None) -> dict[str, Any]:
+    """Write trials/<n>/ (arch.yaml, metrics.json, TensorBoard events); returns the row."""
+    row = make_row(number, state, attrs, objective)
+    metrics = dict(row, history=history or [])
+    folder = run.write_trial(number, arch, metrics)
+    if error is not None and not isinstance(error, TrialError):
+        (folder / "error.txt").write_text("".join(traceback.format_exception(error)))
+    if history:
+        hparams = {"arch": row["arch"], "state": state}
+        scores = {k: row.get(k) for k in ("reward", "accuracy", "step_ms", "params")}
+        write_trial_events(folder, history, hparams, scores)
+    return row

@@ -1,0 +1,283 @@
+"""Optuna backend: ask/tell workers sharing one crash-safe storage in the run directory.
+
+The run's budget is a total over all processes, enforced in the storage under a file lock
+(Optuna's own `n_trials` counts per process and `MaxTrialsCallback` overshoots by about a
+trial per worker). JournalStorage has no heartbeat, so each trial records its owner
+(host:pid); a RUNNING trial whose owner process is gone is failed as interrupted and its
+architecture queued again, which is what `--resume` relies on.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import multiprocessing
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import FrozenTrial, TrialState
+
+from nas.data import Dataset, load_dataset
+from nas.device import set_threads
+from nas.errors import RunError
+from nas.measure import StepTimeCache
+from nas.objective import Objective, Reference
+from nas.runs import RunDir
+from nas.search.base import failure_reason, make_row, record_trial, result_attrs
+from nas.search.progress import Progress
+from nas.search.trial import evaluate, measure_reference
+from nas.settings import SearchSettings
+
+STUDY_NAME = "nas"
+OWNER = f"{socket.gethostname()}:{os.getpid()}"
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def open_storage(run: RunDir, url: str | None = None) -> optuna.storages.BaseStorage:
+    if url:
+        return optuna.storages.RDBStorage(url)
+    return JournalStorage(JournalFileBackend(str(run.journal_path)))
+
+
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
+
+
+def is_finished(trial: FrozenTrial) -> bool:
+    """Counts toward the budget: complete, pruned, or failed for a reason of its own."""
+    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return True
+    return trial.state == TrialState.FAIL and not trial.user_attrs.get("interrupted", False)
+
+
+def count_finished(trials: list[FrozenTrial]) -> int:
+    return sum(is_finished(t) for t in trials)
+
+
+def _owner_alive(owner: str | None) -> bool:
+    if not owner or ":" not in owner:
+        return False
+    host, pid = owner.rsplit(":", 1)
+    if host != socket.gethostname():
+        return True  # another machine's trial: only that machine can tell
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        return True
+    return True
+
+
+class OptunaSearch:
+    """One worker process of a search; several may run on one run directory at once."""
+
+    def __init__(self, run: RunDir, settings: SearchSettings, budget: int, storage_url: str | None = None,
+                 worker: int = 0, show_progress: bool = True) -> None:
+        self.run = run
+        self.settings = settings
+        self.budget = budget
+        self.storage_url = storage_url
+        self.worker = worker
+        self.show_progress = show_progress
+
+    # -- shared state under the run lock ---------------------------------------------------
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        with self.run.writable(), open(self.run.path / ".claim.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def reference(self, data: Dataset, cache: StepTimeCache) -> Reference:
+        """Measured once per run (the first worker does it), then read back."""
+        with self.locked():
+            if self.run.reference_path.is_file():
+                return Reference.from_dict(json.loads(self.run.reference_path.read_text()))
+            ref = measure_reference(self.settings, data, cache)
+            self.run.reference_path.write_text(json.dumps(ref.to_dict(), indent=2) + "\n")
+            return ref
+
+    def study(self, objective: Objective) -> optuna.Study:
+        pruner: optuna.pruners.BasePruner = optuna.pruners.NopPruner()
+        if self.settings.pruner == "median" and len(objective.directions) == 1:
+            pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
+        try:
+            return optuna.create_study(
+                storage=open_storage(self.run, self.storage_url),
+                study_name=STUDY_NAME,
+                directions=objective.directions,
+                sampler=make_sampler(self.settings.sampler, self.settings.seed + self.worker),
+                pruner=pruner,
+                load_if_exists=True,
+            )
+        except Exception as exc:  # storage backends raise many kinds; all mean "cannot open"
+            raise RunError(f"cannot open the study storage of run {self.run.name}: {failure_reason(exc)}") from None
+
+    def recover_and_claim(self, study: optuna.Study) -> optuna.Trial | None:
+        """Under the lock: fail orphaned trials, enqueue the reference, claim the next trial."""
+        with self.locked():
+            trials = study.get_trials(deepcopy=False)
+            for t in trials:
+                if t.state == TrialState.RUNNING and not _owner_alive(t.user_attrs.get("owner")):
+                    study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
+                    study._storage.set_trial_user_attr(t._trial_id, "reason", "interrupted (worker died)")
+                    study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+                    study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+            if not trials:
+                params = self.settings.space.params_for(self.settings.space.reference)
+                if params is not None:
+                    study.enqueue_trial(params, user_attrs={"reference": True})
+            trials = study.get_trials(deepcopy=False)
+            running = sum(t.state == TrialState.RUNNING for t in trials)
+            if count_finished(trials) + running >= self.budget:
+                return None
+            trial = study.ask()
+            trial.set_user_attr("owner", OWNER)
+            return trial
+
+    # -- the loop --------------------------------------------------------------------------
+    def run_worker(self) -> int:
+        """Run trials until the run's budget is met; returns how many this worker ran."""
+        data = load_dataset(self.settings.dataset, resolution=self.settings.proxy.resolution,
+                            val_fraction=self.settings.val_fraction, seed=self.settings.seed)
+        cache = StepTimeCache(self.run.path / "step_times.json")
+        objective = Objective(self.settings.space.objective, self.reference(data, cache))
+        study = self.study(objective)
+        progress = Progress(self.budget, count_finished(study.get_trials(deepcopy=False)), self.show_progress)
+        ran = 0
+        try:
+            while (trial := self.recover_and_claim(study)) is not None:
+                self.run_trial(study, trial, data, cache, objective, progress)
+                ran += 1
+        finally:
+            progress.close()
+        return ran
+
+    def run_trial(self, study: optuna.Study, trial: optuna.Trial, data: Dataset, cache: StepTimeCache,
+                  objective: Objective, progress: Progress) -> None:
+        arch = self.settings.space.sample(trial)
+        trial.set_user_attr("arch", arch.to_string())
+        single = len(objective.directions) == 1
+
+        def on_epoch(epoch: int, accuracy: float) -> bool:
+            if not single:
+                return True  # Optuna cannot prune multi-objective studies
+            trial.report(accuracy, epoch)
+            return not trial.should_prune()
+
+        start = time.perf_counter()
+        try:
+            result = evaluate(arch, self.settings, data, on_epoch=on_epoch, cache=cache)
+        except KeyboardInterrupt:
+            # not the trial's fault: mark it interrupted so --resume runs the same architecture again
+            trial.set_user_attr("interrupted", True)
+            trial.set_user_attr("reason", "interrupted (Ctrl-C)")
+            study.tell(trial, state=TrialState.FAIL)
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            raise
+        except Exception as exc:  # any failure of one candidate is recorded; the search goes on
+            reason = failure_reason(exc)
+            attrs = {"arch": arch.to_string(), "reason": reason, "seconds": round(time.perf_counter() - start, 3)}
+            for key, value in attrs.items():
+                trial.set_user_attr(key, value)
+            row = record_trial(self.run, trial.number, arch, "FAIL", attrs, objective, error=exc)
+            study.tell(trial, state=TrialState.FAIL)
+        else:
+            attrs = result_attrs(result) | {"arch": result.arch}
+            for key, value in attrs.items():
+                trial.set_user_attr(key, value)
+            state = "PRUNED" if result.stopped_early else "COMPLETE"
+            row = record_trial(self.run, trial.number, arch, state, attrs, objective, history=result.history)
+            if state == "PRUNED":
+                study.tell(trial, state=TrialState.PRUNED)
+            else:
+                study.tell(trial, objective.values(result.accuracy, result.step_ms, result.params, result.macs))
+        trials = study.get_trials(deepcopy=False)
+        write_tables(self.run, trials, objective)
+        progress.update(count_finished(trials), row, best_reward(trials, objective))
+
+
+def trial_rows(trials: list[FrozenTrial], objective: Objective) -> list[dict[str, Any]]:
+    rows = []
+    for t in trials:
+        if t.state in (TrialState.RUNNING, TrialState.WAITING):
+            continue
+        rows.append(make_row(t.number, t.state.name, t.user_attrs, objective))
+    return rows
+
+
+def best_reward(trials: list[FrozenTrial], objective: Objective) -> float | None:
+    rewards = [r["reward"] for r in trial_rows(trials, objective) if r["state"] == "COMPLETE"]
+    return max(rewards, default=None)
+
+
+def write_tables(run: RunDir, trials: list[FrozenTrial], objective: Objective) -> None:
+    rows = trial_rows(trials, objective)
+    pareto = None
+    if objective.spec.kind == "pareto":
+        front = {
+            t.number
+            for t in trials
+            if t.state == TrialState.COMPLETE and not _dominated(t, trials)
+        }
+        pareto = [r for r in rows if r["number"] in front]
+    run.write_results(rows, pareto)
+
+
+def _dominated(trial: FrozenTrial, trials: list[FrozenTrial]) -> bool:
+    acc, ms = trial.values
+    for other in trials:
+        if other.state != TrialState.COMPLETE or other.number == trial.number:
+            continue
+        o_acc, o_ms = other.values
+        if o_acc >= acc and o_ms <= ms and (o_acc > acc or o_ms < ms):
+            return True
+    return False
+
+
+# -- several worker processes ------------------------------------------------------------------
+def _worker_main(run_path: str, settings: SearchSettings, budget: int, storage_url: str | None,
+                 worker: int, threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    OptunaSearch(RunDir(run_path), settings, budget, storage_url, worker, show_progress=False).run_worker()
+
+
+def search(run: RunDir, settings: SearchSettings, budget: int, workers: int = 1,
+           storage_url: str | None = None, show_progress: bool = True) -> None:
+    """Run the search to its budget with `workers` processes (this one included)."""
+    threads = set_threads(workers)
+    children = []
+    context = multiprocessing.get_context("spawn")
+    for index in range(1, workers):
+        child = context.Process(
+            target=_worker_main,
+            args=(str(run.path), settings, budget, storage_url, index, threads),
+            daemon=True,
+        )
+        child.start()
+        children.append(child)
+    try:
+        OptunaSearch(run, settings, budget, storage_url, 0, show_progress).run_worker()
+    finally:
+        for child in children:
+            child.join()
+    failed = [c.exitcode for c in children if c.exitcode not in (0, None)]
+    if failed:
+        print(f"nas: warning: {len(failed)} worker process(es) exited with errors {failed}", file=sys.stderr)

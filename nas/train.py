@@ -1,0 +1,111 @@
+"""Proxy training: a few epochs at reduced size, validation accuracy reported every epoch.
+
+The data set lives in memory as tensors (moved to the device once), so a batch is an index
+into a tensor and the trainer runs as fast as a hand-written loop (benchmarks/trainer_throughput.py).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from nas.data import Dataset
+from nas.device import autocast, prepare, to_device, train_step
+from nas.errors import TrialError
+
+# Called after every epoch with (epoch, val_acc); returning False stops training (pruning).
+EpochCallback = Callable[[int, float], "bool | None"]
+
+
+@dataclass(frozen=True)
+class ProxyRecipe:
+    epochs: int = 2
+    batch: int = 128
+    lr: float = 0.003
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.1
+    max_train: int | None = None
+    seed: int = 0
+
+
+@dataclass
+class ProxyOutcome:
+    accuracy: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    steps: int = 0
+    images: int = 0
+    stopped_early: bool = False
+
+
+def evaluate_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device,
+                      batch: int = 512) -> float:
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(images), batch):
+            x = to_device(images[start : start + batch], device)
+            with autocast(device):
+                correct += int((model(x).argmax(1) == labels[start : start + batch].to(device)).sum())
+    return correct / max(1, len(images))
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_fraction: float):
+    warmup = max(1, int(total_steps * warmup_fraction))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def proxy_train(
+    model: nn.Module,
+    data: Dataset,
+    recipe: ProxyRecipe,
+    device: torch.device,
+    on_epoch: EpochCallback | None = None,
+) -> ProxyOutcome:
+    """Train briefly; `on_epoch(epoch, val_acc)` returning False stops early (pruning).
+
+    Raises TrialError when the loss becomes NaN or infinite.
+    """
+    torch.manual_seed(recipe.seed)
+    model = prepare(model, device)
+    train_x, train_y = data.train_x, data.train_y
+    if recipe.max_train is not None and recipe.max_train < len(train_x):
+        # a seeded random subset: the stored order may be sorted by class
+        keep = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(recipe.seed))
+        keep = keep[: recipe.max_train]
+        train_x, train_y = train_x[keep], train_y[keep]
+    train_x, train_y = train_x.to(device), train_y.to(device)
+    steps_per_epoch = max(1, len(train_x) // recipe.batch)  # drop the ragged last batch
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    schedule = warmup_cosine(optimizer, recipe.epochs * steps_per_epoch, recipe.warmup_fraction)
+    generator = torch.Generator().manual_seed(recipe.seed)
+    outcome = ProxyOutcome(accuracy=0.0)
+    for epoch in range(1, recipe.epochs + 1):
+        model.train()
+        order = torch.randperm(len(train_x), generator=generator).to(device)
+        loss_sum = torch.zeros((), device=device)
+        for step in range(steps_per_epoch):
+            idx = order[step * recipe.batch : (step + 1) * recipe.batch]
+            loss_sum += train_step(model, optimizer, to_device(train_x[idx], device), train_y[idx], device)
+            schedule.step()
+        mean_loss = float(loss_sum) / steps_per_epoch  # one host sync per epoch
+        if not math.isfinite(mean_loss):
+            raise TrialError(f"training diverged: loss is {mean_loss} in epoch {epoch}")
+        outcome.accuracy = evaluate_accuracy(model, data.val_x, data.val_y, device)
+        outcome.steps += steps_per_epoch
+        outcome.images += steps_per_epoch * recipe.batch
+        outcome.history.append({"epoch": epoch, "train_loss": mean_loss, "val_acc": outcome.accuracy})
+        if on_epoch is not None and on_epoch(epoch, outcome.accuracy) is False:
+            outcome.stopped_early = epoch < recipe.epochs
+            break
+    return outcome
