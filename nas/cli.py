@@ -131,7 +131,8 @@ def cmd_arch(args: argparse.Namespace) -> None:
     print(f"{info['name'] or 'architecture'}: {info['params']:,} params, {info['macs'] / 1e9:.3f} G MACs "
           f"at {info['resolution']} px ({info['classes']} classes)")
     print(f"{'stage':>5} {'operator':<13} {'k':>2} {'s':>2} {'e':>4} {'se':>5} {'ch':>5} {'layers':>6}")
-    print(f"{'stem':>5} {'conv':<13} {3:>2} {info['stem']['stride']:>2} {'':>4} {'':>5} {info['stem']['channels']:>5} {1:>6}")
+    stem = info["stem"]
+    print(f"{'stem':>5} {'conv':<13} {3:>2} {stem['stride']:>2} {'':>4} {'':>5} {stem['channels']:>5} {1:>6}")
     for i, s in enumerate(info["stages"], 1):
         print(f"{i:>5} {s['op']:<13} {s['kernel']:>2} {s['stride']:>2} {s['expansion']:>4g} {s['se']:>5g} "
               f"{s['channels']:>5} {s['layers']:>6}")
@@ -211,7 +212,7 @@ def show_run(run: Any, top: int = 10) -> None:
     for r in rows:
         counts[r["state"]] = counts.get(r["state"], 0) + 1
     states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))
-    print(f"run {run.name}: {config.get('space', {}).get('name')} space, {len(rows)}/{config.get('budget')} trials "
+    print(f"run {run.name}: {config.get('space')} space, {len(rows)}/{config.get('budget')} trials "
           f"({states or 'none yet'})")
     ranked = sorted((r for r in rows if r["reward"] is not None), key=lambda r: -r["reward"])
     for r in ranked[:top]:

@@ -36,7 +36,7 @@ RESULT_COLUMNS = [
     "number", "state", "reward", "accuracy", "step_ms", "step_spread", "params", "macs", "epochs",
     "seconds", "reason", "arch",
 ]
-FINGERPRINT_KEYS = ("space", "dataset", "proxy", "objective", "reference", "val_fraction", "seed")
+FINGERPRINT_KEYS = ("space", "space_sha256", "dataset", "proxy", "objective", "reference", "val_fraction", "seed")
 
 
 def atomic_write(path: Path, text: str) -> None:

@@ -63,7 +63,7 @@ class SearchSettings:
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in asdict(self).items() if k != "space"}
-        out["space"] = {"name": self.space.name, "source": self.space.source}
+        out["space"] = self.space.name
         out["proxy"] = asdict(self.proxy)
         out["measure"] = asdict(self.measure)
         out["objective"] = asdict(self.space.objective)

@@ -302,7 +302,9 @@ def _parse_objective(raw: Any, v: Validator) -> ObjectiveSpec:
         step_time_weight=v.number(raw.get("step_time_weight", d.step_time_weight), "objective.step_time_weight"),
         params_weight=v.number(raw.get("params_weight", d.params_weight), "objective.params_weight"),
         macs_weight=v.number(raw.get("macs_weight", d.macs_weight), "objective.macs_weight"),
-        target_macs=v.number(raw.get("target_macs", d.target_macs), "objective.target_macs", minimum=0.0, exclusive=True),
+        target_macs=v.number(
+            raw.get("target_macs", d.target_macs), "objective.target_macs", minimum=0.0, exclusive=True
+        ),
     )
 
 

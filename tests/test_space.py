@@ -93,7 +93,10 @@ def _tiny() -> dict:
         (lambda d: d["stages"][2].pop("op"), "stages[2].op must be given"),
         (lambda d: d.update(colour="red"), "colour must be a known key"),
         (lambda d: d["proxy"].update(resolution=2), "proxy.resolution must be an integer >= 8"),
-        (lambda d: (d["proxy"].update(resolution=8, stem_stride=2), d["stages"][0].update(stride=2)), "total stride 16"),
+        (
+            lambda d: (d["proxy"].update(resolution=8, stem_stride=2), d["stages"][0].update(stride=2)),
+            "total stride 16",
+        ),
         (lambda d: d["objective"].update(kind="speed"), "objective.kind must be one of"),
         (lambda d: d.update(reference="no-such-net"), "reference must be one of"),
         (lambda d: d.update(stages="all"), "stages must be a non-empty list"),

@@ -61,7 +61,7 @@ def measure_costs(
     macs = count_macs(model, proxy_arch.resolution, data.in_channels)
     batch = settings.measure_batch
     key = step_time_key(proxy_arch.to_string(), device_name(device), batch, proxy_arch.resolution,
-                        step_dtype(device))
+                        step_dtype(device), in_channels=data.in_channels, num_classes=data.num_classes)
     step = cache.get(key) if cache is not None else None
     if step is None:
         step = measure_step_time(

@@ -1,0 +1,334 @@
+"""Cost measurements of a model: parameters, multiply-adds and training-step time.
+
+Step time is measured exclusively per device (an inter-process file lock), because trials that
+share a device would otherwise time each other's work. Timings are cached in a JSON file keyed
+by (architecture, device, batch, resolution, dtype) so a search does not re-time repeats.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import errno
+import fcntl
+import json
+import logging
+import os
+import re
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from nas.device import prepare, synchronize, to_device, train_step
+from nas.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+# -- counts ----------------------------------------------------------------------------------
+def count_params(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def count_macs(model: nn.Module, resolution: int, in_channels: int) -> int:
+    """Multiply-adds of one forward pass at batch 1 (FlopCounterMode counts FLOPs = 2 x MACs).
+
+    Only matmul-like ops (convs, linear) are counted, as in the papers' FLOP figures.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        x = torch.zeros(1, in_channels, resolution, resolution, device=_model_device(model))
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(x)
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops()) // 2
+
+
+# -- device lock -----------------------------------------------------------------------------
+def _device_slug(device: torch.device) -> str:
+    """File-name-safe identity of the physical device the lock protects."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        # The UUID names the physical GPU even when CUDA_VISIBLE_DEVICES renumbers devices
+        # (Ray gives every trial its own "cuda:0"); fall back to the index without it.
+        uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
+        if uuid is not None:
+            return "cuda-" + re.sub(r"[^A-Za-z0-9]+", "", str(uuid))
+        return f"cuda{index}"
+    # every process on the host shares the CPU cores, whatever their index
+    return re.sub(r"[^A-Za-z0-9]+", "", device.type)
+
+
+def lock_path(device: torch.device) -> Path:
+    """The lock file that serialises timing on `device` across processes."""
+    return Path(tempfile.gettempdir()) / f"nas-measure-{_device_slug(device)}.lock"
+
+
+class _HeldLock:
+    """Process-local state of one lock file: flock is per open file, so nesting in one process
+    must reuse the descriptor instead of deadlocking on a second one."""
+
+    def __init__(self) -> None:
+        self.thread_lock = threading.RLock()  # excludes other threads of this process
+        self.fd: int | None = None
+        self.depth = 0
+
+
+_HELD: dict[Path, _HeldLock] = {}
+_HELD_GUARD = threading.Lock()
+
+
+def _forget_locks_in_child() -> None:
+    # A forked child (e.g. a DataLoader worker) shares the parent's lock descriptors; closing its
+    # copies keeps it from holding the device lock after the parent releases it.
+    global _HELD_GUARD
+    for held in _HELD.values():
+        if held.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(held.fd)
+        held.fd = None  # so a `with` block the child unwinds cannot close a reused descriptor
+    _HELD.clear()
+    _HELD_GUARD = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_locks_in_child)
+
+
+def _flock(fd: int, deadline: float | None) -> bool:
+    if deadline is None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return True
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+
+
+def _open_lock_file(path: Path) -> int:
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except PermissionError:
+        # another user's lock file in a shared /tmp: flock works on a read-only descriptor too
+        return os.open(path, os.O_RDONLY)
+
+
+@contextlib.contextmanager
+def exclusive_device(device: torch.device, timeout: float | None = None) -> Iterator[None]:
+    """Hold the device's measurement lock (exclusive across processes and threads; re-entrant
+    within a thread). With `timeout` (seconds) raise TimeoutError instead of waiting longer."""
+    path = lock_path(device)
+    with _HELD_GUARD:
+        held = _HELD.setdefault(path, _HeldLock())
+    deadline = None if timeout is None else time.monotonic() + timeout
+    if not held.thread_lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+        raise TimeoutError(f"device lock {path} is held by another thread")
+    try:
+        if held.depth == 0:
+            fd = _open_lock_file(path)
+            if not _flock(fd, deadline):
+                os.close(fd)
+                raise TimeoutError(f"device lock {path} is held by another process")
+            held.fd = fd
+        held.depth += 1
+        try:
+            yield
+        finally:
+            held.depth -= 1
+            if held.depth == 0 and held.fd is not None:
+                # closing the descriptor releases the flock
+                os.close(held.fd)
+                held.fd = None
+    finally:
+        held.thread_lock.release()
+
+
+# -- step time -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StepTime:
+    """Median milliseconds of one training step, its relative interquartile range, sample count."""
+
+    median_ms: float
+    spread: float
+    samples: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StepTime:
+        return cls(float(data["median_ms"]), float(data["spread"]), int(data["samples"]))
+
+
+def _summarise(times_ms: list[float]) -> StepTime:
+    median = statistics.median(times_ms)
+    if len(times_ms) >= 2:
+        q1, _, q3 = statistics.quantiles(times_ms, n=4, method="inclusive")
+        spread = (q3 - q1) / median if median > 0 else 0.0
+    else:
+        spread = 0.0
+    return StepTime(median_ms=median, spread=spread, samples=len(times_ms))
+
+
+def measure_step_time(
+    model: nn.Module,
+    *,
+    batch: int,
+    resolution: int,
+    in_channels: int,
+    num_classes: int,
+    device: torch.device,
+    warmup: int = 3,
+    steps: int = 10,
+) -> StepTime:
+    """Time forward + backward + SGD step (the trainer's `train_step`) on random data.
+
+    Runs on a deep copy, so the caller's weights, BatchNorm statistics and RNG state are
+    untouched. Holds the device lock for warm-up and timing.
+    """
+    if batch < 1 or resolution < 1 or in_channels < 1 or num_classes < 1:
+        raise ConfigError(
+            f"batch, resolution, in_channels and num_classes must be >= 1, but got "
+            f"{batch}, {resolution}, {in_channels}, {num_classes}"
+        )
+    if steps < 1 or warmup < 0:
+        raise ConfigError(f"steps must be >= 1 and warmup >= 0, but got steps={steps}, warmup={warmup}")
+
+    fork_devices = []
+    if device.type == "cuda":
+        fork_devices = [device.index if device.index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=fork_devices):
+        torch.manual_seed(0)
+        net = prepare(copy.deepcopy(model), device)
+        net.train()
+        optimizer = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+        images = to_device(torch.randn(batch, in_channels, resolution, resolution), device)
+        labels = torch.randint(0, num_classes, (batch,)).to(device)
+        times_ms: list[float] = []
+        with exclusive_device(device):
+            for _ in range(warmup):
+                train_step(net, optimizer, images, labels, device)
+            for _ in range(steps):
+                synchronize(device)
+                start = time.perf_counter()
+                train_step(net, optimizer, images, labels, device)
+                synchronize(device)
+                times_ms.append((time.perf_counter() - start) * 1000.0)
+    del net, optimizer, images, labels
+    return _summarise(times_ms)
+
+
+# -- cache -----------------------------------------------------------------------------------
+def step_time_key(
+    arch_string: str,
+    device_name: str,
+    batch: int,
+    resolution: int,
+    dtype: str,
+    *,
+    in_channels: int | None = None,
+    num_classes: int | None = None,
+) -> str:
+    """Cache key. Input channels and class count change the stem and classifier cost, so pass
+    them when one cache file may serve several datasets."""
+    parts = [arch_string, device_name, f"b{batch}", f"r{resolution}", dtype]
+    if in_channels is not None:
+        parts.append(f"in{in_channels}")
+    if num_classes is not None:
+        parts.append(f"nc{num_classes}")
+    return "|".join(parts)
+
+
+class StepTimeCache:
+    """Step times in a JSON file shared by concurrent processes.
+
+    Writes re-read the file under a sidecar lock and replace it atomically, so processes never
+    lose each other's entries and readers never see a half-written file.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock_path = self.path.with_name(self.path.name + ".lock")
+        self._entries: dict[str, StepTime] = {}
+        self._entries = self._read()
+
+    def _read(self) -> dict[str, StepTime]:
+        try:
+            raw = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            # a cache is only an optimisation: start afresh rather than fail the search
+            log.warning("ignoring unreadable step-time cache %s (%s)", self.path, exc)
+            return {}
+        out: dict[str, StepTime] = {}
+        if isinstance(raw, dict):
+            for key, value in raw.items():
+                try:
+                    out[key] = StepTime.from_dict(value)
+                except (KeyError, TypeError, ValueError):
+                    log.warning("ignoring malformed step-time cache entry %r in %s", key, self.path)
+        return out
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def get(self, key: str) -> StepTime | None:
+        """The cached step time, re-reading the file on a miss (another process may have added it)."""
+        if key not in self._entries:
+            self._entries.update(self._read())
+        return self._entries.get(key)
+
+    def put(self, key: str, st: StepTime) -> None:
+        with self._locked():
+            entries = self._read()
+            entries[key] = st
+            payload = json.dumps({k: v.to_dict() for k, v in sorted(entries.items())}, indent=1)
+            fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp", dir=self.path.parent)
+            try:
+                with os.fdopen(fd, "w") as f:
+                    f.write(payload + "\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, self.path)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+            self._entries = entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.get(key) is not None

@@ -1,0 +1,5 @@
+"""PyTorch models built from `nas.arch.Arch` descriptions."""
+
+from nas.model.network import EfficientNet, build
+
+__all__ = ["EfficientNet", "build"]

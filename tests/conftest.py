@@ -1,0 +1,39 @@
+"""Shared helpers: run the real `nas` command in a subprocess, read run folders."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def nas_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("OMP_NUM_THREADS", "2")
+    return env
+
+
+def run_nas(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python -m nas ARGS` as a user would run it; returns the finished process."""
+    return subprocess.run(
+        [sys.executable, "-m", "nas", *args], cwd=cwd, env=nas_env(), capture_output=True, text=True,
+        timeout=timeout,
+    )
+
+
+def start_nas(*args: str, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "nas", *args], cwd=cwd, env=nas_env(), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    return tmp_path

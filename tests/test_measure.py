@@ -1,0 +1,201 @@
+"""Measurement tests: counts by hand, step timing side effects, cache sharing, device lock."""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing as mp
+import threading
+
+import pytest
+import torch
+from torch import nn
+
+from nas.measure import (
+    StepTime,
+    StepTimeCache,
+    count_macs,
+    count_params,
+    exclusive_device,
+    lock_path,
+    measure_step_time,
+    step_time_key,
+)
+from nas.model import build
+from nas.resources import load_arch
+
+CPU = torch.device("cpu")
+
+
+def test_count_params_by_hand() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, bias=False), nn.BatchNorm2d(8), nn.Flatten(), nn.Linear(8, 4))
+    assert count_params(model) == 3 * 8 * 9 + 2 * 8 + (8 * 4 + 4)
+    model[0].weight.requires_grad_(False)  # frozen weights are not trainable parameters
+    assert count_params(model) == 2 * 8 + (8 * 4 + 4)
+
+
+def test_macs_of_a_conv_by_hand() -> None:
+    conv = nn.Conv2d(3, 8, 3, padding=1)
+    assert count_macs(conv, 16, 3) == 16 * 16 * 8 * (3 * 3 * 3)
+    depthwise = nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=8)
+    assert count_macs(depthwise, 16, 8) == 8 * 8 * 8 * 9
+
+
+def test_macs_keep_training_mode() -> None:
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4)).train()
+    count_macs(model, 8, 1)
+    assert model.training
+
+
+def test_b0_macs_at_224() -> None:
+    macs = count_macs(build(load_arch("efficientnet-b0")), 224, 3)
+    assert 0.38e9 <= macs <= 0.40e9
+
+
+def _tiny_model() -> nn.Module:
+    arch = load_arch("efficientnetv2-s").with_(width=0.25, depth=0.2, stem_stride=1, resolution=16)
+    return build(arch, num_classes=10, in_channels=1)
+
+
+def test_step_time_leaves_model_and_rng_alone() -> None:
+    model = _tiny_model().eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    st = measure_step_time(
+        model, batch=4, resolution=16, in_channels=1, num_classes=10, device=CPU, warmup=1, steps=5
+    )
+    assert torch.equal(torch.rand(3), expected_next)
+    assert st.median_ms > 0 and math.isfinite(st.spread) and st.spread >= 0 and st.samples == 5
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not model.training
+    assert StepTime.from_dict(json.loads(json.dumps(st.to_dict()))) == st
+
+
+def test_step_time_single_sample() -> None:
+    st = measure_step_time(
+        _tiny_model(), batch=2, resolution=8, in_channels=1, num_classes=10, device=CPU, warmup=0, steps=1
+    )
+    assert st.samples == 1 and st.spread == 0.0
+
+
+def test_cache_shared_between_instances(tmp_path) -> None:
+    path = tmp_path / "sub" / "step_times.json"
+    key_a = step_time_key("archA", "cpu-2threads", 128, 28, "fp32")
+    key_b = step_time_key("archB", "cpu-2threads", 128, 28, "fp32")
+    key_c = step_time_key("archA", "cpu-2threads", 64, 28, "fp32")
+    assert len({key_a, key_b, key_c}) == 3
+    first, second = StepTimeCache(path), StepTimeCache(path)
+    assert first.get(key_a) is None
+    first.put(key_a, StepTime(12.5, 0.1, 10))
+    assert second.get(key_a) == StepTime(12.5, 0.1, 10)  # second was opened before the write
+    second.put(key_b, StepTime(3.0, 0.0, 5))
+    first.put(key_c, StepTime(7.0, 0.2, 10))  # must not drop key_b, which first never saw
+    third = StepTimeCache(path)
+    assert {k for k in (key_a, key_b, key_c) if third.get(k) is not None} == {key_a, key_b, key_c}
+    assert not list(path.parent.glob("*.tmp"))
+
+
+def test_cache_ignores_corrupt_file(tmp_path) -> None:
+    path = tmp_path / "step_times.json"
+    path.write_text("{not json")
+    cache = StepTimeCache(path)
+    assert cache.get("x") is None
+    cache.put("x", StepTime(1.0, 0.0, 1))
+    assert StepTimeCache(path).get("x") == StepTime(1.0, 0.0, 1)
+
+
+def test_key_separates_datasets() -> None:
+    mnist = step_time_key("a", "d", 8, 28, "fp32", in_channels=1, num_classes=10)
+    cifar = step_time_key("a", "d", 8, 28, "fp32", in_channels=3, num_classes=10)
+    assert mnist != cifar
+
+
+def test_lock_file_name() -> None:
+    assert lock_path(CPU).name == "nas-measure-cpu.lock"
+
+
+# Runs in a spawned child via the builtin `exec`, so the child need not import this test module
+# (it is not importable under pytest's importlib mode). First attempt while the parent holds the
+# lock, second after the parent released it.
+_CHILD = """
+import torch
+from nas.measure import exclusive_device
+cpu = torch.device("cpu")
+held.wait(30)
+try:
+    with exclusive_device(cpu, timeout=0.3):
+        results.put("acquired")
+except TimeoutError:
+    results.put("held")
+released.wait(30)
+with exclusive_device(cpu, timeout=30):
+    results.put("acquired")
+"""
+
+
+def test_exclusive_device_excludes_other_process() -> None:
+    ctx = mp.get_context("spawn")
+    held, released, results = ctx.Event(), ctx.Event(), ctx.Queue()
+    scope = {"held": held, "released": released, "results": results}
+    child = ctx.Process(target=exec, args=(_CHILD, scope))
+    child.start()
+    try:
+        with exclusive_device(CPU):
+            held.set()
+            assert results.get(timeout=30) == "held"
+        released.set()
+        assert results.get(timeout=30) == "acquired"
+    finally:
+        child.join(30)
+        if child.is_alive():
+            child.kill()
+    assert child.exitcode == 0
+
+
+def test_exclusive_device_reentrant_and_excludes_threads() -> None:
+    outcome: list[str] = []
+
+    def other_thread() -> None:
+        try:
+            with exclusive_device(CPU, timeout=0.1):
+                outcome.append("acquired")
+        except TimeoutError:
+            outcome.append("held")
+
+    with exclusive_device(CPU), exclusive_device(CPU):  # nesting in one thread must not deadlock
+        t = threading.Thread(target=other_thread)
+        t.start()
+        t.join()
+    assert outcome == ["held"]
+    t = threading.Thread(target=other_thread)
+    t.start()
+    t.join()
+    assert outcome == ["held", "acquired"]
+
+
+@pytest.mark.parametrize("bad", [dict(steps=0), dict(warmup=-1), dict(batch=0)])
+def test_step_time_rejects_bad_settings(bad: dict) -> None:
+    from nas.errors import ConfigError
+
+    kwargs = dict(batch=2, resolution=8, in_channels=1, num_classes=10, device=CPU, warmup=0, steps=1)
+    kwargs.update(bad)
+    with pytest.raises(ConfigError):
+        measure_step_time(nn.Linear(1, 1), **kwargs)
+
+
+def test_forked_child_does_not_keep_the_lock() -> None:
+    ctx = mp.get_context("fork")
+    release = ctx.Event()
+    with exclusive_device(CPU):
+        # a child forked while the lock is held (like a DataLoader worker) outlives the hold
+        child = ctx.Process(target=release.wait, args=(30,))
+        child.start()
+    try:
+        with exclusive_device(CPU, timeout=5):
+            pass
+    finally:
+        release.set()
+        child.join(30)
