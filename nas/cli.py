@@ -180,6 +180,13 @@ def cmd_search(args: argparse.Namespace) -> None:
         raise ConfigError(f"--name must be a plain folder name, but got {name!r}")
     run = RunDir(Path(args.runs_dir) / name)
     text, settings = _space_text_and_settings(args, run)
+    # check data and device before anything is written (loaded data stay cached for the search)
+    from nas.data import load_dataset
+    from nas.device import resolve_device
+
+    resolve_device(settings.device)
+    load_dataset(settings.dataset, resolution=settings.proxy.resolution, val_fraction=settings.val_fraction,
+                 seed=settings.seed)
     config = settings.to_dict()
     config["space_sha256"] = hashlib.sha256(text.encode()).hexdigest()[:16]
     config["budget"] = args.budget

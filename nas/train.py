@@ -53,6 +53,30 @@ def evaluate_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tens
     return correct / max(1, len(images))
 
 
+def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, device: torch.device,
+                          samples: int = 512, batch: int = 256) -> None:
+    """Re-estimate BatchNorm statistics at the current weights before evaluating.
+
+    After a few dozen high-learning-rate steps the running averages lag far behind the weights
+    and an eval-mode model scores near chance; exact statistics over a few batches make the
+    per-epoch accuracy (what pruners and ASHA compare) meaningful.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    model.train()
+    with torch.no_grad():
+        for start in range(0, min(samples, len(images)), batch):
+            with autocast(device):
+                model(to_device(images[start : start + batch], device))
+    for m, momentum in zip(norms, saved, strict=True):
+        m.momentum = momentum
+
+
 def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_fraction: float):
     warmup = max(1, int(total_steps * warmup_fraction))
 
@@ -101,6 +125,7 @@ def proxy_train(
         mean_loss = float(loss_sum) / steps_per_epoch  # one host sync per epoch
         if not math.isfinite(mean_loss):
             raise TrialError(f"training diverged: loss is {mean_loss} in epoch {epoch}")
+        recalibrate_batchnorm(model, train_x[order[:512]], device)
         outcome.accuracy = evaluate_accuracy(model, data.val_x, data.val_y, device)
         outcome.steps += steps_per_epoch
         outcome.images += steps_per_epoch * recipe.batch

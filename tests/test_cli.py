@@ -27,7 +27,7 @@ def test_arch_json_reports_params_and_macs(capsys) -> None:
 def test_arch_table_for_b0(capsys) -> None:
     assert main(["arch", "efficientnet-b0"]) == 0
     out = capsys.readouterr().out
-    assert "5,288,548 params" in out and "0.39" in out
+    assert "5,288,548 params" in out and "0.386 G MACs" in out
 
 
 @pytest.mark.parametrize(
