@@ -7,6 +7,7 @@ into a tensor and the trainer runs as fast as a hand-written loop (benchmarks/tr
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -39,6 +40,7 @@ class ProxyOutcome:
     steps: int = 0
     images: int = 0
     stopped_early: bool = False
+    step_seconds: float = 0.0  # time in the training steps alone (no evaluation)
 
 
 def evaluate_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device,
@@ -118,11 +120,13 @@ def proxy_train(
         model.train()
         order = torch.randperm(len(train_x), generator=generator).to(device)
         loss_sum = torch.zeros((), device=device)
+        epoch_start = time.perf_counter()
         for step in range(steps_per_epoch):
             idx = order[step * recipe.batch : (step + 1) * recipe.batch]
             loss_sum += train_step(model, optimizer, to_device(train_x[idx], device), train_y[idx], device)
             schedule.step()
         mean_loss = float(loss_sum) / steps_per_epoch  # one host sync per epoch
+        outcome.step_seconds += time.perf_counter() - epoch_start
         if not math.isfinite(mean_loss):
             raise TrialError(f"training diverged: loss is {mean_loss} in epoch {epoch}")
         recalibrate_batchnorm(model, train_x[order[:512]], device)

@@ -1,0 +1,34 @@
+"""The spaces and reference architectures ship inside a regular (non-editable) install."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_wheel_install_finds_spaces_and_references(tmp_path: Path) -> None:
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(target), str(REPO)],
+        check=True, capture_output=True, timeout=300,
+    )
+    code = (
+        "import nas, nas.resources as r, nas.space as s;"
+        "print(nas.__file__);"
+        "print(r.space_names(), r.reference_names());"
+        "print(s.SearchSpace.load('v2').reference.name)"
+    )
+    env = dict(os.environ, PYTHONPATH=str(target))
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120, check=True)
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].startswith(str(target))  # the installed copy, not the checkout
+    assert lines[1] == (
+        "['tiny', 'v1', 'v2'] ['efficientnet-b0', 'efficientnetv2-l', 'efficientnetv2-m', 'efficientnetv2-s']"
+    )
+    assert lines[2] == "efficientnetv2-s"
