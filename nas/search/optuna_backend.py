@@ -148,7 +148,19 @@ class OptunaSearch:
                 return None
             trial = study.ask()
             trial.set_user_attr("owner", OWNER)
-            return trial
+        # The lock above covers processes on this machine only. Storages number trials
+        # atomically, so a trial ranked at or past the budget among the live ones (workers on
+        # other machines sharing an RDB storage raced us) is given up before it runs.
+        ahead = sum(
+            1 for t in study.get_trials(deepcopy=False)
+            if t.number < trial.number and not t.user_attrs.get("interrupted", False)
+        )
+        if ahead >= self.budget:
+            trial.set_user_attr("interrupted", True)
+            trial.set_user_attr("surplus", True)
+            study.tell(trial, state=TrialState.FAIL)
+            return None
+        return trial
 
     # -- the loop --------------------------------------------------------------------------
     def run_worker(self) -> int:
@@ -215,7 +227,7 @@ class OptunaSearch:
 def trial_rows(trials: list[FrozenTrial], objective: Objective) -> list[dict[str, Any]]:
     rows = []
     for t in trials:
-        if t.state in (TrialState.RUNNING, TrialState.WAITING):
+        if t.state in (TrialState.RUNNING, TrialState.WAITING) or t.user_attrs.get("surplus"):
             continue
         rows.append(make_row(t.number, t.state.name, t.user_attrs, objective))
     return rows
