@@ -116,17 +116,24 @@ class OptunaSearch:
         pruner: optuna.pruners.BasePruner = optuna.pruners.NopPruner()
         if self.settings.pruner == "median" and len(objective.directions) == 1:
             pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
-        try:
-            return optuna.create_study(
-                storage=open_storage(self.run, self.storage_url),
-                study_name=STUDY_NAME,
-                directions=objective.directions,
-                sampler=make_sampler(self.settings.sampler, self.settings.seed + self.worker),
-                pruner=pruner,
-                load_if_exists=True,
-            )
-        except Exception as exc:  # storage backends raise many kinds; all mean "cannot open"
-            raise RunError(f"cannot open the study storage of run {self.run.name}: {failure_reason(exc)}") from None
+        for attempt in range(3):
+            try:
+                # Under the run lock: two processes creating an RDB schema at once collide.
+                with self.locked():
+                    return optuna.create_study(
+                        storage=open_storage(self.run, self.storage_url),
+                        study_name=STUDY_NAME,
+                        directions=objective.directions,
+                        sampler=make_sampler(self.settings.sampler, self.settings.seed + self.worker),
+                        pruner=pruner,
+                        load_if_exists=True,
+                    )
+            except Exception as exc:  # storage backends raise many kinds; all mean "cannot open"
+                if attempt == 2:
+                    reason = failure_reason(exc)
+                    raise RunError(f"cannot open the study storage of run {self.run.name}: {reason}") from None
+                time.sleep(1.0 + attempt)  # a worker on another machine may be creating the schema
+        raise AssertionError("unreachable")
 
     def recover_and_claim(self, study: optuna.Study) -> optuna.Trial | None:
         """Under the lock: fail orphaned trials, enqueue the reference, claim the next trial."""
