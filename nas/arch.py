@@ -142,14 +142,14 @@ class Arch:
             op = {v: k for k, v in OP_TOKENS.items()}.get(parts[0])
             if op is None:
                 raise ConfigError(
-                    f"stage {i} of the architecture string must start with one of "
+                    f"stages[{i}] of the architecture string must start with one of "
                     f"{sorted(OP_TOKENS.values())}, but got {describe(tok)}"
                 )
             skip = "noskip" not in parts[1:]
             rest = "_".join(p for p in parts[1:] if p != "noskip")
             vals = _keyed(
                 rest,
-                f"stage {i}",
+                f"stages[{i}]",
                 {"k": int, "e": float, "se": float, "c": int, "l": int, "s": int},
             )
             stages.append(
@@ -222,6 +222,9 @@ class Arch:
         name = data.get("name")
         if name is not None and not isinstance(name, str):
             v.fail("name", name, "a string")
+        string = data.get("string")  # informative only (to_dict writes it); the fields rule
+        if string is not None and not isinstance(string, str):
+            v.fail("string", string, "an architecture string")
         return cls(
             stages=stages,
             stem_channels=v.integer(stem.get("channels"), "stem.channels", minimum=1),
@@ -239,7 +242,7 @@ class Arch:
     def from_yaml(cls, text: str, source: str = "architecture") -> Arch:
         try:
             data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
+        except Exception as exc:  # bad tagged scalars raise ValueError etc., not YAMLError
             raise ConfigError(f"{source}: not valid YAML ({_yaml_problem(exc)})") from None
         return cls.from_dict(data, source=source)
 
@@ -250,6 +253,8 @@ class Arch:
             text = path.read_text()
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read architecture file ({exc.strerror})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: cannot read architecture file (not UTF-8 text)") from None
         return cls.from_yaml(text, source=str(path))
 
 
@@ -297,11 +302,17 @@ class _Validator:
         return int(value)
 
     def number(self, value: Any, path: str, minimum: float | None = None, exclusive: bool = False) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
             self.fail(path, value, "a finite number")
-        if minimum is not None and (value <= minimum if exclusive else value < minimum):
+        try:
+            number = float(value)
+        except OverflowError:  # an integer literal too large for a float (YAML allows 10**400)
+            number = math.inf
+        if not math.isfinite(number):
+            self.fail(path, value, "a finite number")
+        if minimum is not None and (number <= minimum if exclusive else number < minimum):
             self.fail(path, value, f"a number {'>' if exclusive else '>='} {_num(minimum)}")
-        return float(value)
+        return number
 
     def fraction(self, value: Any, path: str, upper: float = 1.0) -> float:
         number = self.number(value, path)
@@ -315,7 +326,8 @@ class _Validator:
         return value
 
     def choice(self, value: Any, path: str, allowed: tuple) -> Any:
-        if isinstance(value, bool) or value not in allowed:
+        # match the type as well: 3.0 == 3 and True == 1, but a float kernel or stride breaks the convs
+        if not any(type(value) is type(a) and value == a for a in allowed):
             self.fail(path, value, f"one of {list(allowed)}")
         return value
 
@@ -363,7 +375,10 @@ def _keyed(token: str, what: str, spec: dict[str, type]) -> dict[str, Any]:
     return out
 
 
-def _yaml_problem(exc: yaml.YAMLError) -> str:
+def _yaml_problem(exc: Exception) -> str:
     mark = getattr(exc, "problem_mark", None)
+    if not isinstance(exc, yaml.YAMLError):
+        # e.g. `!!int abc`, a date 2020-13-45, nesting deeper than the recursion limit
+        return f"{type(exc).__name__}: {exc}".splitlines()[0][:120]
     problem = getattr(exc, "problem", None) or "syntax error"
     return f"{problem} at line {mark.line + 1}" if mark else problem

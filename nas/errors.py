@@ -29,5 +29,8 @@ class RunError(NASError):
 
 def describe(value: object) -> str:
     """Short, quoted rendering of an offending value for error messages."""
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # an int past Python's 4300-digit str limit (YAML hex literals reach it)
+        text = f"<integer of {value.bit_length()} bits>" if isinstance(value, int) else f"<{type(value).__name__}>"
     return text if len(text) <= 60 else text[:57] + "..."

@@ -18,6 +18,13 @@ def _spaces_root() -> Path:
         return Path(__file__).resolve().parent.parent / "search_spaces"
 
 
+def _user_path(name: str) -> Path:
+    try:
+        return Path(name).expanduser()
+    except RuntimeError:  # `~nobody/x.yaml` with no such user: keep it literal, reported as missing
+        return Path(name)
+
+
 def space_names() -> list[str]:
     return sorted(p.stem for p in _spaces_root().glob("*.yaml"))
 
@@ -30,7 +37,7 @@ def space_path(name: str) -> Path:
     """Path of a shipped space by name, or of a user's YAML file."""
     if name in space_names():
         return _spaces_root() / f"{name}.yaml"
-    path = Path(name).expanduser()
+    path = _user_path(name)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise ConfigError(f"search space file {name!r} does not exist")
@@ -42,7 +49,7 @@ def load_arch(name_or_path: str) -> Arch:
     """A reference architecture by name (`efficientnet-b0`, ...) or an architecture YAML file."""
     if name_or_path in reference_names():
         return Arch.load(_spaces_root() / "arches" / f"{name_or_path}.yaml")
-    path = Path(name_or_path).expanduser()
+    path = _user_path(name_or_path)
     if path.is_file():
         return Arch.load(path)
     if "," in name_or_path:

@@ -167,15 +167,19 @@ class SearchSpace:
             text = path.read_text()
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read search space ({exc.strerror})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: cannot read search space (not UTF-8 text)") from None
         return cls.from_yaml(text, source=str(path), base_dir=path.parent)
 
     @classmethod
     def from_yaml(cls, text: str, source: str = "search space", base_dir: Path | None = None) -> SearchSpace:
         try:
             data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
+        except Exception as exc:  # bad tagged scalars raise ValueError etc., not YAMLError
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark else ""
+            if not isinstance(exc, yaml.YAMLError):  # e.g. `!!int abc`, a date 2020-13-45
+                where += f" ({type(exc).__name__}: {exc})".splitlines()[0][:120]
             raise ConfigError(f"{source}: not valid YAML{where}") from None
         return _parse_space(data, source, base_dir or Path.cwd())
 

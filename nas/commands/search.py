@@ -46,8 +46,8 @@ def _space_text_and_settings(args: argparse.Namespace, run: Any) -> tuple[str, A
         space = SearchSpace.from_yaml(text, source=str(run.path / "space.yaml"))
     else:
         path = space_path(args.space or "v2")
+        space = SearchSpace.load(str(path))  # first: it turns unreadable or non-UTF-8 files into ConfigError
         text = path.read_text()
-        space = SearchSpace.load(str(path))
     objective = args.objective or saved.get("objective", {}).get("kind") or space.objective.kind
     settings = SearchSettings(
         space=space,
