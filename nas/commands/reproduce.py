@@ -1,0 +1,76 @@
+"""`nas reproduce v2s|b0`: the paper's search at small scale, with a baseline, retraining and a report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from nas.cli import EXIT_INTERRUPTED, positive_int
+from nas.errors import ConfigError
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, but got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, but got {text!r}")
+    return value
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "reproduce", help="reproduce the EfficientNetV2-S or B0 search at small scale (search, baseline, report)",
+        description="Search the paper's space (v2 with the step-time reward for v2s; v1 with the MACs reward for b0), "
+                    "run random search as a baseline, retrain the best found and the reference with several seeds, "
+                    "and write runs/NAME/report.md. Running the same command again resumes and reuses finished parts.",
+    )
+    p.add_argument("target", choices=["v2s", "b0"], help="v2s (EfficientNetV2-S) or b0 (EfficientNet-B0)")
+    p.add_argument("--budget", type=positive_int, default=200,
+                   help="search trials (default 200, ~40 min on 2 CPU cores)")
+    p.add_argument("--baseline-budget", type=_count, default=None,
+                   help="random-search trials (default: a quarter of --budget so 200 fits in about an hour; "
+                        "0: no baseline; pass --budget's value for the full comparison)")
+    p.add_argument("--top", type=positive_int, default=3, help="best distinct architectures to retrain (default 3)")
+    p.add_argument("--seeds", type=positive_int, default=3, help="seeds per retrained architecture (default 3)")
+    p.add_argument("--retrain-epochs", type=positive_int, default=None,
+                   help="epochs of the longer training, on the whole training split (default: 2x the proxy's)")
+    p.add_argument("--rank-extra", type=_count, default=3,
+                   help="more architectures, spread over the proxy ranking, retrained with one seed for Kendall tau "
+                        "(default 3)")
+    p.add_argument("--name", help="reproduction name (default: <target>-repro)")
+    p.add_argument("--runs-dir", default="runs", help="where runs live (default ./runs)")
+    p.add_argument("--dataset", default="mnist5k", help="mnist5k (default), digits, cifar10:DIR, ... as for search")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    p.add_argument("--workers", type=positive_int, default=1, help="search worker processes on this machine")
+    p.add_argument("--seed", type=int, default=0, help="seed of samplers, split and first retraining (default 0)")
+    p.add_argument("--epochs", type=positive_int, help="proxy epochs of the searches (default: the space's)")
+    p.add_argument("--max-train", type=positive_int, help="proxy training images per trial (default: the space's)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--space", help=argparse.SUPPRESS)  # tests: the tiny space instead of the target's
+
+
+def run(args: argparse.Namespace) -> None:
+    from nas.reproduce import Request, run_reproduction
+
+    name = args.name or f"{args.target}-repro"
+    if "/" in name or name in ("", ".", ".."):
+        raise ConfigError(f"--name must be a plain folder name, but got {name!r}")
+    request = Request(
+        target=args.target, budget=args.budget, baseline_budget=args.baseline_budget, top=args.top, seeds=args.seeds,
+        retrain_epochs=args.retrain_epochs, rank_extra=args.rank_extra, dataset=args.dataset, device=args.device,
+        workers=args.workers, seed=args.seed, space=args.space, epochs=args.epochs, max_train=args.max_train,
+        quiet=args.quiet,
+    )
+    try:
+        report = run_reproduction(request, args.runs_dir, name)
+    except (KeyboardInterrupt, SystemExit) as exc:
+        if isinstance(exc, SystemExit) and exc.code != EXIT_INTERRUPTED:
+            raise
+        print(f"\nnas: reproduction interrupted; finished parts are kept. Continue with the same command "
+              f"(nas reproduce {args.target} --name {name} ...).", file=sys.stderr)
+        raise SystemExit(EXIT_INTERRUPTED) from None
+    print(Path(report))
