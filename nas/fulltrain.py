@@ -280,12 +280,15 @@ def train(arch: Arch, config: TrainConfig, out: Path, *, resume: bool = False,
     config = config.resolved(arch)
     out = Path(out)
     start_wall = time.perf_counter()
-    resumed_from = _prepare_folder(arch, config, out, resume)
     device = resolve_device(config.device)
     schedule = config.stage_schedule()
     train_size = max(schedule.at_stage(i).resolution for i in range(schedule.stages))
+    # a bad device or dataset fails before the folder exists, so the corrected command needs no --resume
     data = load_dataset(config.dataset, resolution=max(train_size, config.eval_resolution),
                         val_fraction=config.val_fraction, seed=config.seed)
+    resumed_from = _prepare_folder(arch, config, out, resume)
+    mode = "progressive" if config.progressive is not None else "fixed-size"
+    log(f"nas: training {arch.name or 'architecture'} into {out} ({mode}, {data.describe()}, {device_name(device)})")
     train_x, train_y = _subset(data, config.max_train, config.seed)
     steps_per_epoch = max(1, len(train_x) // config.batch)  # drop the ragged last batch
     total_steps = config.epochs * steps_per_epoch

@@ -155,6 +155,19 @@ def preset(arch: Arch, key: str) -> Arch:
                  name=f"{family_base_name(arch)}-{key}")
 
 
+def count_costs(arch: Arch, num_classes: int = 1000, in_channels: int = 3,
+                macs: bool = True) -> tuple[int, int | None]:
+    """Params and MACs at the arch's resolution, built on meta tensors (no weights allocated: B7 in a second)."""
+    import torch
+
+    from nas.measure import count_macs, count_params
+    from nas.model import build
+
+    with torch.device("meta"):
+        model = build(arch, num_classes=num_classes, in_channels=in_channels)
+    return count_params(model), count_macs(model, arch.resolution, in_channels) if macs else None
+
+
 def parse_phis(text: str) -> list[float]:
     """`1-7`, `1,3,5` or `2` (numbers > 0) -> the φ values in order."""
     text = text.strip()
@@ -213,15 +226,19 @@ def pick_candidates(grid: Sequence[Coefficients], budget: int,
     pool = list(grid)
     chosen = [first] if first in pool else [pool[0]]
     pool.remove(chosen[0])
-
-    def gap(c: Coefficients) -> float:
-        return min(math.dist(asdict(c).values(), asdict(o).values()) for o in chosen)
-
+    # nearest chosen point's distance, per pool point, updated as points are chosen
+    gaps = {c: _distance(c, chosen[0]) for c in pool}
     while pool and len(chosen) < budget:
-        best = max(pool, key=gap)  # max keeps the first of equal gaps: deterministic
+        best = max(pool, key=gaps.__getitem__)  # max keeps the first of equal gaps: deterministic
         chosen.append(best)
         pool.remove(best)
+        for c in pool:
+            gaps[c] = min(gaps[c], _distance(c, best))
     return chosen
+
+
+def _distance(a: Coefficients, b: Coefficients) -> float:
+    return math.dist((a.alpha, a.beta, a.gamma), (b.alpha, b.beta, b.gamma))
 
 
 @dataclass

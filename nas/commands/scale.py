@@ -66,18 +66,6 @@ def resolve_source(spec: str, runs_dir: str) -> tuple[Any, Any]:
     return arch.with_(name=arch.name or f"{run.name}-best"), run
 
 
-def count(arch: Any, classes: int) -> tuple[int, int]:
-    """Params and MACs without allocating weights (meta tensors), so B7 counts in a second."""
-    import torch
-
-    from nas.measure import count_macs, count_params
-    from nas.model import build
-
-    with torch.device("meta"):
-        model = build(arch, num_classes=classes)
-    return count_params(model), count_macs(model, arch.resolution, 3)
-
-
 def _members(args: argparse.Namespace, source: Any) -> list[tuple[str, Any, Any]]:
     """(file key, arch, recipe or None) for the chosen method."""
     from nas import scale
@@ -130,6 +118,7 @@ def _output(args: argparse.Namespace, source: Any, run: Any, single: bool) -> tu
 def _write_family(args: argparse.Namespace, source: Any, run: Any) -> None:
     from nas.progressive import recipe_path
     from nas.runs import atomic_write
+    from nas.scale import count_costs
 
     members = _members(args, source)
     target, is_file = _output(args, source, run, single=len(members) == 1)
@@ -145,7 +134,7 @@ def _write_family(args: argparse.Namespace, source: Any, run: Any) -> None:
                            + arch.to_yaml())
         if recipe is not None:
             recipe.save(recipe_path(path))
-        params, macs = count(arch, args.classes)
+        params, macs = count_costs(arch, args.classes)
         print(f"{arch.name:<22} {arch.width:>6g} {arch.depth:>6g} {arch.resolution:>5} {arch.dropout:>7g} "
               f"{params:>12,} {macs / 1e9:>8.3f}G  {path}")
 

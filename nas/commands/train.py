@@ -106,10 +106,6 @@ def run(args: argparse.Namespace) -> None:
         saved = TrainConfig.from_dict(data.get("config", {}), str(out / "train.yaml"))
     config = build_config(args, arch, recipe, saved)
     log = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr))
-    if not args.quiet:
-        mode = "progressive" if config.progressive is not None else "fixed-size"
-        print(f"nas: training {arch.name or args.arch} into {out} ({mode}, dataset {config.dataset})",
-              file=sys.stderr)
     try:
         metrics = train(arch, config, out, resume=args.resume, log=log)
     except KeyboardInterrupt:
