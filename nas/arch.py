@@ -365,6 +365,8 @@ def _keyed(token: str, what: str, spec: dict[str, type]) -> dict[str, Any]:
                 f"allowed keys are {sorted(spec)}"
             )
         key, raw = match.groups()
+        if key in out:  # `k3_k5` is ambiguous; silently keeping the last would hide a typo
+            raise ConfigError(f"{what} of the architecture string repeats {key!r} in {describe(token)}")
         try:
             out[key] = spec[key](raw)
         except ValueError:

@@ -37,3 +37,13 @@ def start_nas(*args: str, cwd: Path) -> subprocess.Popen:
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print how many malformed inputs tests/test_fuzz_inputs.py tried (issue 7 asks to report it)."""
+    fuzz = sys.modules.get("tests.test_fuzz_inputs")
+    if fuzz is not None:
+        failed = [getattr(r, "nodeid", "") for r in terminalreporter.stats.get("failed", [])]
+        line = fuzz.summary_line(failed)
+        if line:
+            terminalreporter.write_line(line)
