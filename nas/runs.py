@@ -160,9 +160,18 @@ class RunDir:
 
     def config(self) -> dict[str, Any]:
         try:
-            return yaml.safe_load(self.config_path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise RunError(f"cannot read {self.config_path}: {exc}") from None
+            data = yaml.safe_load(self.config_path.read_text()) or {}
+        except OSError as exc:
+            raise RunError(f"cannot read {self.config_path}: {exc.strerror or exc}") from None
+        except Exception as exc:  # YAMLError, or ValueError etc. from bad tagged scalars
+            # one line: the CLI prints errors on one line, and YAMLError's str spans several
+            mark = getattr(exc, "problem_mark", None)
+            problem = getattr(exc, "problem", None) or f"{type(exc).__name__}: {exc}".splitlines()[0]
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise RunError(f"cannot read {self.config_path}: {problem}{where}") from None
+        if not isinstance(data, dict):
+            raise RunError(f"cannot read {self.config_path}: not a mapping of settings")
+        return data
 
     @contextmanager
     def writable(self) -> Any:
