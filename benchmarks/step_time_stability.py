@@ -1,0 +1,116 @@
+"""Step-time measurement stability: is the step-time term of the reward repeatable?
+
+The same architectures, sampled from the v2 space (seeded) and shrunk to its proxy, are timed
+twice in two full passes, exactly as a trial times them (`measure_step_time` with the space's
+measure batch, warm-up and steps; 1 input channel, 10 classes as for mnist5k). Printed:
+
+- Spearman correlation of the two passes' rankings (target >= 0.9): the search compares
+  architectures by step time, so the order is what must repeat;
+- median relative spread, IQR / median of the timed steps in one measurement (target <= 5%);
+- median relative difference between the two passes, |a - b| / mean(a, b).
+
+    OMP_NUM_THREADS=1 python benchmarks/step_time_stability.py [--archs 20] [--seed 0]
+
+Timings share the CPU with whatever else runs; the load average is printed before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import time
+from typing import Any
+
+import torch
+
+from nas.device import resolve_device
+from nas.measure import StepTime, measure_step_time
+from nas.model import build
+from nas.space import SearchSpace
+
+IN_CHANNELS, NUM_CLASSES = 1, 10  # mnist5k, the default dataset
+
+
+class SeededChooser:
+    """A trial-like object choosing uniformly from a seeded generator (what a random sampler does)."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+
+    def suggest_categorical(self, name: str, choices: list[Any]) -> Any:
+        return self.rng.choice(choices)
+
+
+def ranks(values: list[float]) -> list[float]:
+    """1-based ranks, ties sharing their average rank."""
+    order = sorted(range(len(values)), key=values.__getitem__)
+    out = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            out[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return out
+
+
+def spearman(x: list[float], y: list[float]) -> float:
+    """Pearson correlation of the ranks (Spearman's rho, tie-corrected)."""
+    return statistics.correlation(ranks(x), ranks(y))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--space", default="v2")
+    parser.add_argument("--archs", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+
+    space = SearchSpace.load(args.space)
+    device = resolve_device(args.device)
+    batch = space.measure.batch or space.proxy.batch
+    warmup, steps = space.measure.warmup, space.measure.steps
+    chooser = SeededChooser(args.seed)
+    models = []
+    for _ in range(args.archs):
+        proxy_arch = space.proxy.apply(space.sample(chooser))
+        torch.manual_seed(0)
+        models.append((proxy_arch, build(proxy_arch, num_classes=NUM_CLASSES, in_channels=IN_CHANNELS)))
+
+    print(f"{args.space} space, {args.archs} architectures (seed {args.seed}) at the proxy: "
+          f"{space.proxy.resolution} px, batch {batch}, {warmup} warm-up + {steps} timed steps, "
+          f"{device}, {torch.get_num_threads()} thread(s)")
+    load_before = os.getloadavg()[0]
+    start = time.perf_counter()
+    passes: list[list[StepTime]] = []
+    for _ in range(2):  # two full passes: arch 0..N-1, then again
+        passes.append([
+            measure_step_time(model, batch=batch, resolution=arch.resolution, in_channels=IN_CHANNELS,
+                              num_classes=NUM_CLASSES, device=device, warmup=warmup, steps=steps)
+            for arch, model in models
+        ])
+    wall = time.perf_counter() - start
+    load_after = os.getloadavg()[0]
+
+    first, second = ([st.median_ms for st in p] for p in passes)
+    print(f"{'arch':>4} {'pass 1 ms':>10} {'spread':>7} {'pass 2 ms':>10} {'spread':>7} {'diff':>6}")
+    for i, (a, b) in enumerate(zip(passes[0], passes[1], strict=True)):
+        diff = abs(a.median_ms - b.median_ms) / ((a.median_ms + b.median_ms) / 2)
+        print(f"{i:>4} {a.median_ms:>10.1f} {a.spread:>7.1%} {b.median_ms:>10.1f} {b.spread:>7.1%} {diff:>6.1%}")
+    rho = spearman(first, second)
+    spread = statistics.median(st.spread for p in passes for st in p)
+    difference = statistics.median(abs(a - b) / ((a + b) / 2) for a, b in zip(first, second, strict=True))
+    print(f"measured in {wall:.0f} s; load average {load_before:.1f} before, {load_after:.1f} after "
+          f"({os.cpu_count()} cores)")
+    print(f"Spearman rank correlation of the two passes: {rho:.3f} (target >= 0.9)")
+    print(f"median relative spread (IQR / median): {spread:.1%} (target <= 5%)")
+    print(f"median relative difference between passes: {difference:.1%}")
+
+
+if __name__ == "__main__":
+    main()
