@@ -15,7 +15,8 @@ from nas.errors import ConfigError
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("search", help="run (or resume) an architecture search")
     p.add_argument("--space", help="v1, v2, tiny or a YAML file (default v2; a resumed run keeps its own)")
-    p.add_argument("--budget", type=positive_int, default=200, help="finished trials in the run (default 200)")
+    p.add_argument("--budget", type=positive_int, default=None,
+                   help="finished trials in the run (default 200; a resumed Ray run keeps its own)")
     p.add_argument("--name", help="run name (default: <space>-<date>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run --name to its budget")
     p.add_argument("--runs-dir", default="runs", help="where runs live (default ./runs)")
@@ -32,6 +33,48 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--max-train", type=positive_int, help="train on at most this many images per trial")
     p.add_argument("--val-fraction", type=fraction, default=None, help="validation share (default 0.2)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    ray = p.add_argument_group("Ray cluster (--backend ray)")
+    ray.add_argument("--backend", choices=["optuna", "ray"], default=None,
+                     help="optuna: processes on this machine (default); ray: Ray Tune on a cluster")
+    ray.add_argument("--address", help="HOST:PORT of a running Ray head (default: a local Ray on this machine)")
+    ray.add_argument("--cpus-per-trial", type=positive_float, default=None, help="CPUs per trial (default 1)")
+    ray.add_argument("--gpus-per-trial", type=non_negative_float, default=None,
+                     help="GPUs per trial, fractions share a GPU: 0.5 = two trials per GPU (default 0)")
+    ray.add_argument("--max-concurrent", type=positive_int, default=None,
+                     help="trials running at once (default: as many as the cluster fits)")
+    ray.add_argument("--no-asha", action="store_true", help="do not stop weak trials early with ASHA")
+    ray.add_argument("--max-failures", type=non_negative_int, default=None,
+                     help="retries of a trial whose worker or node died (default 2)")
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number, but got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, but got {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, but got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, but got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, but got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, but got {text!r}")
+    return value
 
 
 def _space_text_and_settings(args: argparse.Namespace, run: Any) -> tuple[str, Any]:
@@ -65,6 +108,37 @@ def _space_text_and_settings(args: argparse.Namespace, run: Any) -> tuple[str, A
     return text, settings
 
 
+def _ray_backend() -> Any:
+    """The Ray backend module; ray is imported there only, and may be missing."""
+    try:
+        from nas.search import ray_backend
+    except ImportError as exc:
+        if (exc.name or "").startswith("nas"):
+            raise
+        raise ConfigError(f"--backend ray needs Ray Tune, which cannot be imported here ({exc}); "
+                          f"install it with: pip install 'nas[ray]'") from None
+    return ray_backend
+
+
+def _ray_options(args: argparse.Namespace, saved: dict[str, Any], backend: Any) -> Any:
+    """Ray placement options: the command line, else the resumed run's, else the defaults."""
+    old = saved.get("ray") or {}
+    defaults = backend.RayOptions()
+
+    def pick(name: str, given: Any) -> Any:
+        return given if given is not None else old.get(name, getattr(defaults, name))
+
+    return backend.RayOptions(
+        address=args.address,  # a resumed run may have a new head address; None means local
+        cpus_per_trial=pick("cpus_per_trial", args.cpus_per_trial),
+        gpus_per_trial=pick("gpus_per_trial", args.gpus_per_trial),
+        max_concurrent=pick("max_concurrent", args.max_concurrent),
+        asha=False if args.no_asha else old.get("asha", True),
+        max_failures=pick("max_failures", args.max_failures),
+        storage=args.storage or old.get("storage"),
+    )
+
+
 def run(args: argparse.Namespace) -> None:
     from nas.runs import RunDir, default_name
 
@@ -74,29 +148,62 @@ def run(args: argparse.Namespace) -> None:
     if "/" in name or name in ("", ".", ".."):
         raise ConfigError(f"--name must be a plain folder name, but got {name!r}")
     run = RunDir(Path(args.runs_dir) / name)
+    saved: dict[str, Any] = run.config() if (args.resume and run.exists()) else {}
+    backend_name = args.backend or saved.get("backend") or "optuna"
+    if saved and saved.get("backend", "optuna") != backend_name:
+        raise ConfigError(f"run {run.name!r} was made with the {saved.get('backend', 'optuna')} backend; "
+                          f"resume it with --backend {saved.get('backend', 'optuna')}")
+    ray_options = None
+    if backend_name == "ray":
+        # before anything slow or written: ray importable, cluster reachable and big enough
+        ray_backend = _ray_backend()
+        if args.workers != 1:
+            raise ConfigError("--workers is for the optuna backend; with --backend ray use --max-concurrent")
+        budget = args.budget or saved.get("budget") or 200
+        if saved and saved.get("budget") != budget:
+            raise ConfigError(f"run {run.name!r} has a budget of {saved.get('budget')} trials and a Ray Tune "
+                              f"experiment cannot change its number of trials; resume with --budget "
+                              f"{saved.get('budget')}")
+        ray_options = _ray_options(args, saved, ray_backend)
+        ray_options.check()
+    else:
+        budget = args.budget or 200
     text, settings = _space_text_and_settings(args, run)
     # check data and device before anything is written (loaded data stay cached for the search)
     from nas.data import load_dataset
     from nas.device import resolve_device
 
-    resolve_device(settings.device)
+    if ray_options is None:
+        resolve_device(settings.device)  # a Ray trial's device is on its worker node
+    elif settings.device.startswith("cuda") and ray_options.gpus_per_trial == 0:
+        raise ConfigError(f"--device {settings.device} needs --gpus-per-trial > 0 with --backend ray")
     load_dataset(settings.dataset, resolution=settings.proxy.resolution, val_fraction=settings.val_fraction,
                  seed=settings.seed)
+    if ray_options is not None:
+        ray_backend.connect(ray_options)
     config = settings.to_dict()
     config["space_sha256"] = hashlib.sha256(text.encode()).hexdigest()[:16]
-    config["budget"] = args.budget
-    config["backend"] = "optuna"
-    config["storage"] = args.storage or "study.journal"
+    config["budget"] = budget
+    config["backend"] = backend_name
+    if ray_options is None:
+        config["storage"] = args.storage or "study.journal"
+    else:
+        config["storage"] = ray_backend.experiment_path(run, ray_options)
+        config["ray"] = ray_options.to_dict()
     run.start(config, text, resume=args.resume)
 
-    from nas.search.optuna_backend import search
-
     if not args.quiet:
-        print(f"nas: run {run.name} in {run.path} ({settings.space.name} space, budget {args.budget}, "
-              f"dataset {settings.dataset})", file=sys.stderr)
+        where = f", Ray at {ray_options.address or 'a local Ray'}" if ray_options is not None else ""
+        print(f"nas: run {run.name} in {run.path} ({settings.space.name} space, budget {budget}, "
+              f"dataset {settings.dataset}{where})", file=sys.stderr)
     try:
-        search(run, settings, args.budget, workers=args.workers, storage_url=args.storage,
-               show_progress=not args.quiet)
+        if ray_options is not None:
+            ray_backend.search(run, settings, budget, ray_options, resume=args.resume, show_progress=not args.quiet)
+        else:
+            from nas.search.optuna_backend import search
+
+            search(run, settings, budget, workers=args.workers, storage_url=args.storage,
+                   show_progress=not args.quiet)
     except KeyboardInterrupt:
         print(f"\nnas: interrupted; finished trials are kept. Continue with: "
               f"nas search --name {run.name} --runs-dir {args.runs_dir} --resume", file=sys.stderr)

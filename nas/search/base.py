@@ -52,10 +52,13 @@ def make_row(number: int, state: str, attrs: dict[str, Any], objective: Objectiv
 
 def record_trial(run: RunDir, number: int, arch: Arch | None, state: str, attrs: dict[str, Any],
                  objective: Objective, history: list[dict[str, float]] | None = None,
-                 error: BaseException | None = None) -> dict[str, Any]:
-    """Write trials/<n>/ (arch.yaml, metrics.json, TensorBoard events); returns the row."""
+                 error: BaseException | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write trials/<n>/ (arch.yaml, metrics.json, TensorBoard events); returns the row.
+
+    `extra` goes to metrics.json only (e.g. the Ray node a trial ran on), not to results.csv.
+    """
     row = make_row(number, state, attrs, objective)
-    metrics = dict(row, history=history or [])
+    metrics = dict(extra or {}, **row, history=history or [])
     folder = run.write_trial(number, arch, metrics)
     if error is not None and not isinstance(error, TrialError):
         (folder / "error.txt").write_text("".join(traceback.format_exception(error)))
@@ -64,3 +67,28 @@ def record_trial(run: RunDir, number: int, arch: Arch | None, state: str, attrs:
         scores = {k: row.get(k) for k in ("reward", "accuracy", "step_ms", "params")}
         write_trial_events(folder, history, hparams, scores)
     return row
+
+
+def pareto_front(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Complete rows that no other complete row beats on accuracy (up) and step time (down)."""
+    done = [r for r in rows if r["state"] == "COMPLETE" and r.get("accuracy") is not None
+            and r.get("step_ms") is not None]
+
+    def dominated(r: dict[str, Any]) -> bool:
+        return any(
+            o["accuracy"] >= r["accuracy"] and o["step_ms"] <= r["step_ms"]
+            and (o["accuracy"] > r["accuracy"] or o["step_ms"] < r["step_ms"])
+            for o in done
+        )
+
+    return [r for r in done if not dominated(r)]
+
+
+def best_reward(rows: list[dict[str, Any]]) -> float | None:
+    return max((r["reward"] for r in rows if r["state"] == "COMPLETE" and r.get("reward") is not None),
+               default=None)
+
+
+def write_rows(run: RunDir, rows: list[dict[str, Any]], objective: Objective) -> None:
+    """results.csv, best.yaml (and pareto.csv for a Pareto objective) from finished rows."""
+    run.write_results(rows, pareto_front(rows) if objective.spec.kind == "pareto" else None)

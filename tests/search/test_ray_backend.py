@@ -1,0 +1,258 @@
+"""The Ray backend on a real two-node Ray cluster (loopback only), plus its fast failure modes.
+
+One cluster (head + worker node, 1 CPU each) serves the module; every `nas search` driver runs
+inside the cluster's network namespace. Trials are the tiny space at 600 images and 1-2 epochs.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, nas_env, run_nas
+from tests.search.ray_cluster import LoopbackCluster, namespaces_available, stop
+
+pytest.importorskip("ray.tune")
+
+FAST = ["--space", "tiny", "--max-train", "600", "--quiet", "--backend", "ray"]
+needs_netns = pytest.mark.skipif(not namespaces_available(), reason="needs `unshare -n` (root or user namespaces)")
+
+
+def env_1thread() -> dict[str, str]:
+    env = nas_env()
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LoopbackCluster]:
+    if not namespaces_available():
+        pytest.skip("needs `unshare -n` (root or user namespaces)")
+    cluster = LoopbackCluster(env_1thread())
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def nas(cluster: LoopbackCluster, *args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
+    """`python -m nas ARGS` inside the cluster's namespace."""
+    return cluster.run([sys.executable, "-m", "nas", *args], cwd=cwd, timeout=timeout)
+
+
+def start_nas(cluster: LoopbackCluster, *args: str, cwd: Path) -> subprocess.Popen:
+    return cluster.popen([sys.executable, "-m", "nas", *args], cwd=cwd, log=cwd / "driver.log")
+
+
+def rows(run: Path) -> list[dict]:
+    if not (run / "results.csv").is_file():
+        return []
+    with (run / "results.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def records(run: Path) -> dict[int, dict]:
+    return {int(p.parent.name): json.loads(p.read_text()) for p in (run / "trials").glob("*/metrics.json")}
+
+
+def wait_for_rows(run: Path, count: int, proc: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if len(rows(run)) >= count:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"driver exited early with {proc.returncode}: {tail(run.parent.parent)}")
+        time.sleep(0.2)
+    raise AssertionError(f"fewer than {count} trials finished in {timeout} s")
+
+
+def tail(cwd: Path) -> str:
+    log = cwd / "driver.log"
+    return log.read_text()[-3000:] if log.is_file() else ""
+
+
+# -- on the cluster -----------------------------------------------------------------------------
+@needs_netns
+def test_search_runs_on_both_nodes_and_meets_the_budget(cluster: LoopbackCluster, tmp_path: Path) -> None:
+    from nas.space import SearchSpace
+
+    done = nas(cluster, "search", *FAST, "--epochs", "1", "--budget", "6", "--name", "two",
+               "--address", cluster.address, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = tmp_path / "runs" / "two"
+    for name in ("config.yaml", "space.yaml", "results.csv", "best.yaml", "reference.json"):
+        assert (run / name).is_file(), name
+    table = rows(run)
+    assert [int(r["number"]) for r in table] == list(range(6))
+    assert table[0]["arch"] == SearchSpace.load("tiny").reference.to_string()  # reference first (ray#35319)
+    assert all(r["state"] == "COMPLETE" for r in table), [r["reason"] for r in table]
+    found = records(run)
+    assert len({r["node_id"] for r in found.values()}) == 2, "trials should have run on both nodes"
+    for number, record in found.items():
+        folder = run / "trials" / f"{number:04d}"
+        assert (folder / "arch.yaml").is_file()
+        assert any(p.name.startswith("events.out.tfevents") for p in folder.iterdir())
+        assert record["node_ip"] == "127.0.0.1"
+    config = (run / "config.yaml").read_text()
+    assert "backend: ray" in config and "budget: 6" in config and "ray:" in config
+    shown = run_nas("show", "two", cwd=tmp_path, timeout=60)  # no Ray needed to read a Ray run
+    assert shown.returncode == 0 and "6/6 trials" in shown.stdout
+
+
+@needs_netns
+def test_asha_stops_weak_trials_and_they_are_pruned(cluster: LoopbackCluster, tmp_path: Path) -> None:
+    done = nas(cluster, "search", *FAST, "--epochs", "3", "--max-train", "300", "--budget", "6", "--name", "asha",
+               "--address", cluster.address, "--sampler", "random", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = rows(tmp_path / "runs" / "asha")
+    assert len(table) == 6
+    pruned = [r for r in table if r["state"] == "PRUNED"]
+    assert pruned, "ASHA (reduction factor 2, grace 1 epoch) should stop some of 6 trials"
+    for r in pruned:  # stopped early, with the costs measured up front
+        assert int(r["epochs"]) < 3 and float(r["step_ms"]) > 0 and int(r["params"]) > 0
+        assert r["reward"], "a pruned row is still scored in the table (not in the sampler)"
+    best = (tmp_path / "runs" / "asha" / "best.yaml").read_text()
+    assert "trial" in best
+
+
+@needs_netns
+def test_driver_killed_then_resume_loses_and_repeats_nothing(cluster: LoopbackCluster, tmp_path: Path) -> None:
+    budget = 8
+    args = ["search", *FAST, "--epochs", "1", "--budget", str(budget), "--name", "res", "--address", cluster.address]
+    proc = start_nas(cluster, *args, cwd=tmp_path)
+    run = tmp_path / "runs" / "res"
+    try:
+        wait_for_rows(run, 3, proc)
+    finally:
+        stop(proc, sig=signal.SIGKILL)
+    before = records(run)
+    assert 3 <= len(before) < budget
+
+    done = nas(cluster, *args, "--resume", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    after = records(run)
+    assert sorted(after) == list(range(budget))
+    for number, record in before.items():  # nothing finished was lost, re-run or rewritten
+        assert after[number] == record
+    assert len(rows(run)) == budget
+    assert len({r["arch"] for r in after.values()}) >= 2
+    resumed = (run / "config.yaml").read_text()
+    assert "resumed:" in resumed
+
+
+@needs_netns
+def test_worker_node_dies_and_the_search_still_meets_the_budget(cluster: LoopbackCluster, tmp_path: Path) -> None:
+    budget = 7
+    proc = start_nas(cluster, "search", *FAST, "--epochs", "2", "--no-asha", "--budget", str(budget),
+                     "--name", "fault", "--address", cluster.address, "--max-failures", "3", cwd=tmp_path)
+    run = tmp_path / "runs" / "fault"
+    try:
+        wait_for_rows(run, 2, proc)
+        cluster.kill_worker()  # mid-search: a trial is running there
+        proc.wait(timeout=240)
+    finally:
+        stop(proc, sig=signal.SIGKILL)
+        cluster.start_worker()  # leave the cluster whole for any later test
+    assert proc.returncode == 0, tail(tmp_path)
+    found = records(run)
+    assert sorted(found) == list(range(budget))
+    assert all(r["state"] == "COMPLETE" for r in found.values()), [r["reason"] for r in found.values()]
+    assert any(r["ray_failures"] >= 1 for r in found.values()), "the trial on the dead node should be retried"
+
+
+@needs_netns
+def test_a_trial_bigger_than_any_node_fails_fast(cluster: LoopbackCluster, tmp_path: Path) -> None:
+    start = time.perf_counter()
+    done = nas(cluster, "search", *FAST, "--budget", "2", "--name", "big", "--cpus-per-trial", "4",
+               "--address", cluster.address, cwd=tmp_path, timeout=90)
+    assert done.returncode == 2
+    assert "cannot run one trial" in done.stderr and "largest node has 1 CPU" in done.stderr
+    assert len(done.stderr.strip().splitlines()) <= 2  # one line (plus Ray's own start-up notice at most)
+    assert time.perf_counter() - start < 60
+    assert not (tmp_path / "runs" / "big").exists()
+
+
+# -- without a cluster ----------------------------------------------------------------------------
+def test_unreachable_address_fails_fast(tmp_path: Path) -> None:
+    start = time.perf_counter()
+    done = run_nas("search", *FAST, "--budget", "2", "--address", "127.0.0.1:9", cwd=tmp_path, timeout=90)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("nas: error: cannot reach a Ray cluster at 127.0.0.1:9")
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert time.perf_counter() - start < 60
+    assert not (tmp_path / "runs").exists()
+
+
+def test_ray_not_installed_is_one_line(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    # a finder that makes `import ray` fail, as on a machine without ray
+    (site / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class _NoRay:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'ray' or name.startswith('ray.'):\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, _NoRay())\n"
+    )
+    env = nas_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(site), str(REPO)])
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "nas", "search", *FAST, "--budget", "1"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "pip install 'nas[ray]'" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert time.perf_counter() - start < 30
+    # and the rest of nas does not need ray
+    spaces = subprocess.run([sys.executable, "-m", "nas", "spaces"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert spaces.returncode == 0 and "tiny" in spaces.stdout
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--gpus-per-trial", "1.5", "a fraction in [0, 1] or a whole number"),
+    ("--cpus-per-trial", "0", "must be a positive number"),
+    ("--workers", "2", "use --max-concurrent"),
+])
+def test_bad_ray_options_are_one_line(tmp_path: Path, option: str, value: str, message: str) -> None:
+    done = run_nas("search", *FAST, "--budget", "1", option, value, cwd=tmp_path, timeout=60)
+    assert done.returncode == 2 and message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+# -- the searcher, without Ray running ------------------------------------------------------------
+def test_searcher_tells_optuna_pruned_and_failed_not_complete() -> None:
+    import optuna
+
+    from nas.search.ray_backend import NUMBER, DefineByRun, NumberedOptunaSearch
+    from nas.space import SearchSpace
+
+    space = SearchSpace.load("tiny")
+    reference = space.params_for(space.reference)
+    searcher = NumberedOptunaSearch(space=DefineByRun(space), metric="score", mode="max",
+                                    points_to_evaluate=[reference])
+    configs = {tid: searcher.suggest(tid) for tid in ("a", "b", "c", "d")}
+    assert [c[NUMBER] for c in configs.values()] == [0, 1, 2, 3]
+    assert {k: v for k, v in configs["a"].items() if k != NUMBER} == reference  # the reference is trial 0
+    partial = {"score": 0.5, "accuracy": 0.5, "step_ms": 1.0, "training_iteration": 1, "nas": {"final": False}}
+    searcher.on_trial_result("a", partial)
+    searcher.on_trial_complete("a", partial)  # ASHA stopped it: no final result
+    final = {"score": 0.7, "accuracy": 0.7, "step_ms": 1.0, "nas": {"final": True, "state": "COMPLETE"}}
+    searcher.on_trial_complete("b", final)
+    failed = {"score": 0.0, "accuracy": 0.0, "step_ms": 0.0, "nas": {"final": True, "state": "FAIL"}}
+    searcher.on_trial_complete("c", failed)
+    searcher.on_trial_complete("d", None, error=True)
+    states = [t.state for t in searcher._ot_study.get_trials()]
+    TS = optuna.trial.TrialState
+    assert states == [TS.PRUNED, TS.COMPLETE, TS.FAIL, TS.FAIL]
+    assert searcher._ot_study.best_value == 0.7
