@@ -353,8 +353,9 @@ def _train_epoch(model, optimizer, lr_schedule, ema, order_rng, augment, loss_fn
         stage = schedule.at(progress.step, total_steps)
         model.set_dropout(stage.dropout)
         idx = order[i * config.batch : (i + 1) * config.batch]
-        images, labels = augment(to_device(train_x[idx], device), train_y[idx].to(device), stage)
-        loss_sum += train_step(model, optimizer, images, labels, device, loss_fn)
+        images, labels = augment(train_x[idx].to(device, non_blocking=True), train_y[idx].to(device), stage)
+        # channels_last (CUDA) after augmenting: resizing and kornia return contiguous tensors
+        loss_sum += train_step(model, optimizer, to_device(images, device), labels, device, loss_fn)
         lr_schedule.step()
         progress.step += 1
         if ema is not None:
