@@ -14,6 +14,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 
 from nas.stats import pareto_front
 
@@ -86,7 +87,8 @@ def scatter_front(
 
 
 def rank_scatter(path: Path, points: Sequence[Point], *, xlabel: str, ylabel: str, title: str) -> Path:
-    """One axis against another with the diagonal, to show how well one ranking predicts the other."""
+    """One measure against another (e.g. proxy vs retrained accuracy): does one order predict the other?
+    No diagonal: the two are measured after different training, only their order matters."""
     fig = Figure(figsize=(5.4, 4.6))
     ax = fig.add_subplot()
     if not points:
@@ -97,14 +99,10 @@ def rank_scatter(path: Path, points: Sequence[Point], *, xlabel: str, ylabel: st
     for p in points:
         if p.label:
             ax.annotate(p.label, (p.x, p.y), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    low = min(min(p.x for p in points), min(p.y for p in points))
-    high = max(max(p.x for p in points), max(p.y for p in points))
-    ax.plot([low, high], [low, high], color="0.6", ls=":", lw=1, label="y = x")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
     return _save(fig, path)
 
 
@@ -134,6 +132,7 @@ def progress(
         return _save(fig, path)
     if reference is not None and math.isfinite(reference):
         ax.axhline(reference, color="tab:red", ls="--", lw=1, label="reference")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial number")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -156,7 +155,7 @@ def choice_heatmap(
         return _save(fig, path)
     axes = fig.subplots(1, len(fields), squeeze=False)[0]
     image = None
-    for ax, name in zip(axes, fields, strict=True):
+    for index, (ax, name) in enumerate(zip(axes, fields, strict=True)):
         columns = choices[name]
         grid = [[row.get(name, {}).get(value, 0.0) for value in columns] for row in frequencies]
         image = ax.imshow(grid, cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto")
@@ -168,13 +167,15 @@ def choice_heatmap(
             for r, stage in enumerate(marked[: len(grid)]):
                 if stage.get(name) in columns:
                     c = columns.index(stage[name])
-                    ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, ec="tab:red", lw=2))
+                    ax.add_patch(Rectangle((c - 0.42, r - 0.42), 0.84, 0.84, fill=False, ec="tab:red", lw=2.5))
         ax.set_xticks(range(len(columns)), [_tick(v) for v in columns], fontsize=8)
-        ax.set_yticks(range(len(grid)), [f"stage {i + 1}" for i in range(len(grid))], fontsize=8)
+        # stage names once, on the left: the panels sit close together
+        ax.set_yticks(range(len(grid)), [f"stage {i + 1}" if index == 0 else "" for i in range(len(grid))],
+                      fontsize=8)
         ax.set_title((labels or {}).get(name, name), fontsize=9)
     if image is not None:
         fig.colorbar(image, ax=list(axes), shrink=0.8, label="share of top trials")
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(title, fontsize=10, y=1.0)
     fig.savefig(path, dpi=DPI, bbox_inches="tight")  # colorbar + tight_layout do not mix
     return path
 

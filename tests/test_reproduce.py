@@ -1,0 +1,200 @@
+"""`nas reproduce`: the paper's findings as measures, candidate picking, verdicts, and a tiny
+end-to-end reproduction (the hidden --space tiny, digits data) that a second run only re-reads."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from nas.arch import Arch, Stage
+from nas.cli import main
+from nas.report import RunData
+from nas.reproduce import (
+    B0_CLAIMS,
+    RETRAIN_FILE,
+    V2_CLAIMS,
+    Candidate,
+    Retrained,
+    best_after,
+    best_by_trial,
+    compare,
+    pick_candidates,
+    read_retrain,
+    settings_from_run,
+    summarise_retrain,
+    uniform_sample,
+)
+from nas.resources import load_arch
+from nas.runs import RunDir
+from nas.space import SearchSpace
+from tests.test_report import assert_links_resolve, assert_plots, tables
+
+TINY = ["reproduce", "v2s", "--space", "tiny", "--dataset", "digits", "--budget", "3", "--baseline-budget", "2",
+        "--top", "1", "--seeds", "2", "--retrain-epochs", "1", "--rank-extra", "1", "--max-train", "300",
+        "--epochs", "1", "--quiet"]
+
+
+def tiny_arch(*stages: tuple[str, int, float, float]) -> Arch:
+    return Arch(stages=tuple(Stage(op=o, kernel=k, expansion=e, se=s, channels=16, layers=1, stride=1)
+                             for o, k, e, s in stages), stem_channels=16)
+
+
+def holds(claim, archs) -> bool:
+    return claim.holds(archs, claim.value(archs))
+
+
+# -- the papers' findings --------------------------------------------------------------------
+def test_the_published_models_show_their_papers_findings() -> None:
+    v2s = [load_arch("efficientnetv2-s")]
+    assert [holds(c, v2s) for c in V2_CLAIMS] == [True, True, True, True]
+    assert V2_CLAIMS[0].value(v2s) == 1.0  # stages 1-3 of V2-S are all Fused-MBConv
+    assert V2_CLAIMS[2].show(v2s, V2_CLAIMS[2].value(v2s)) == "3.0 early vs 5.3 later"
+    b0 = [load_arch("efficientnet-b0")]
+    assert [holds(c, b0) for c in B0_CLAIMS] == [True, True]
+    assert B0_CLAIMS[0].value(b0) == pytest.approx(3 / 7)  # 5x5 in stages 3, 5 and 6
+
+
+def test_findings_fail_where_the_choices_go_the_other_way() -> None:
+    # MBConv early, Fused later, big expansion early, 5x5 everywhere: the opposite of V2-S
+    opposite = [tiny_arch(("mbconv", 5, 6, 0.25), ("mbconv", 5, 6, 0.0), ("fused_mbconv", 5, 1, 0.0),
+                          ("fused_mbconv", 5, 1, 0.0))] * 3
+    assert [holds(c, opposite) for c in V2_CLAIMS] == [False, False, False, False]
+    all_3x3 = [tiny_arch(*[("mbconv", 3, 4, 0.25)] * 5)]
+    assert [holds(c, all_3x3) for c in B0_CLAIMS] == [False, False]
+
+
+def test_uniform_sample_gives_chance_rates() -> None:
+    archs = uniform_sample(SearchSpace.load("v2"), n=2000)
+    assert V2_CLAIMS[0].value(archs) == pytest.approx(0.5, abs=0.04)  # two operators
+    assert V2_CLAIMS[1].value(archs) == pytest.approx(0.25, abs=0.04)  # MBConv and SE
+    assert abs(V2_CLAIMS[2].value(archs)) < 0.2  # the same expansions everywhere
+
+
+# -- candidates and verdicts -----------------------------------------------------------------
+def fake_run(rows: list[dict], reference: Arch) -> RunData:
+    return RunData(run=RunDir(Path("/nonexistent")), config={}, rows=rows, reference=reference)
+
+
+def row(number: int, arch: Arch, reward: float, accuracy: float, state: str = "COMPLETE") -> dict:
+    return {"number": number, "state": state, "reward": reward, "accuracy": accuracy, "arch": arch.to_string(),
+            "step_ms": 10.0, "params": 1000, "macs": 5000, "reason": ""}
+
+
+def test_pick_candidates() -> None:
+    ref = tiny_arch(("fused_mbconv", 3, 1, 0.0))
+    a, b, c, d, e = (tiny_arch(("mbconv", k, x, 0.0)) for k, x in ((3, 1), (3, 4), (5, 1), (5, 4), (5, 6)))
+    rows = [row(0, ref, 0.95, 0.95), row(1, a, 0.90, 0.90), row(2, b, 0.97, 0.93), row(3, a, 0.96, 0.96),
+            row(4, c, 0.80, 0.80), row(5, d, 0.85, 0.85), row(6, e, 0.70, 0.70), row(7, e, 0.99, 0.99, "PRUNED")]
+    picked = pick_candidates(fake_run(rows, ref), top=2, rank_extra=2, seeds=[0, 1, 2])
+    # best distinct architectures, the reference apart; a's better retry (trial 3) stands for it
+    assert [(p.role, p.trial) for p in picked] == [("found", 2), ("found", 3), ("reference", 0), ("rank", 5),
+                                                   ("rank", 6)]
+    assert picked[0].seeds == (0, 1, 2) and picked[-1].seeds == (0,)
+    assert len({p.arch for p in picked}) == len(picked)
+
+
+def retrained(acc: tuple[float, float], step: tuple[float, float], reward: tuple[float, float]) -> Retrained:
+    return Retrained("found", 1, "", 0.9, 0.9, acc, step, reward, 1, 1, 3, acc[0], 0)
+
+
+def test_compare_verdicts() -> None:
+    ref = retrained((0.90, 0.01), (100.0, 5.0), (0.90, 0.01))
+    better = retrained((0.92, 0.01), (80.0, 5.0), (0.95, 0.01))
+    assert compare(better, ref) == ("beats", "dominates the reference (at least as accurate and as fast)")
+    close = retrained((0.89, 0.01), (70.0, 5.0), (0.905, 0.01))
+    on_reward, front = compare(close, ref)
+    assert on_reward == "matches" and front.startswith("trades accuracy for speed")
+    worse = retrained((0.85, 0.01), (120.0, 5.0), (0.84, 0.01))
+    assert compare(worse, ref) == ("loses to", "is dominated by the reference")
+
+
+def test_summarise_retrain_means_over_seeds() -> None:
+    arch = tiny_arch(("mbconv", 3, 4, 0.0)).to_string()
+    rows = [{"arch": arch, "seed": s, "epochs": 2, "state": "COMPLETE", "accuracy": acc, "step_ms": 10.0,
+             "params": 100, "macs": 1000} for s, acc in ((0, 0.90), (1, 0.92), (2, 0.94))]
+    rows.append({"arch": arch, "seed": 3, "epochs": 2, "state": "FAIL", "accuracy": None, "step_ms": None,
+                 "params": None, "macs": None})
+    cand = Candidate("found", 4, arch, 0.8, 0.8, (0, 1, 2, 3))
+    (summary,) = summarise_retrain(rows, [cand], objective=None, reference_arch=None, epochs=2)
+    assert summary.accuracy == pytest.approx((0.92, 0.02))
+    assert summary.seeds == 3 and summary.failed == 1 and summary.first_seed_accuracy == 0.90
+    assert summarise_retrain(rows, [cand], objective=None, reference_arch=None, epochs=5) == []
+
+
+def test_best_after_n_trials() -> None:
+    arch = tiny_arch(("mbconv", 3, 4, 0.0))
+    rows = [row(0, arch, 0.5, 0.5), row(1, arch, 0.7, 0.7), row(2, arch, 0.0, 0.0, "FAIL"), row(3, arch, 0.9, 0.9)]
+    numbers, best = best_by_trial(rows, None)
+    assert numbers == [0, 1, 3] and best == [0.5, 0.7, 0.9]
+    assert best_after(numbers, best, 1) == 0.5
+    assert best_after(numbers, best, 3) == 0.7
+    assert best_after(numbers, best, 10) == 0.9
+    assert best_after(numbers, best, 0) is None
+
+
+# -- end to end ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def reproduction(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    runs = tmp_path_factory.mktemp("runs")
+    assert main([*TINY, "--runs-dir", str(runs), "--name", "tiny-repro"]) == 0
+    return runs / "tiny-repro"
+
+
+def test_tiny_reproduction_writes_the_study(reproduction: Path) -> None:
+    for name in ("reproduce.yaml", RETRAIN_FILE, "report.md", "search/report.md", "random/report.md"):
+        assert (reproduction / name).is_file(), name
+    assert len(RunDir(reproduction / "search").read_results()) == 3
+    assert len(RunDir(reproduction / "random").read_results()) == 2
+    retrain = read_retrain(reproduction)
+    # 1 found and the reference with 2 seeds each, 1 more architecture with one seed
+    assert sorted((r["role"], r["seed"]) for r in retrain) == [
+        ("found", 0), ("found", 1), ("rank", 0), ("reference", 0), ("reference", 1)]
+    assert all(r["epochs"] == 1 and r["state"] == "COMPLETE" for r in retrain)
+    report = reproduction / "report.md"
+    text = report.read_text()
+    for heading in ("## Answers", "## Found vs reference after longer training", "## Do the paper's design findings",
+                    "## TPE vs random search", "## How well did the proxy rank"):
+        assert heading in text, heading
+    assert re.search(r"Kendall tau (-?[01]\.\d\d|–) between proxy accuracy", text)
+    assert_plots(reproduction, ["retrained.png", "search_vs_random.png", "proxy_vs_retrained.png"])
+    assert_links_resolve(report)
+    parsed = tables(text)
+    findings = next(t for t in parsed if t[0][0] == "finding")
+    assert len(findings) - 1 == len(V2_CLAIMS)
+    assert all(r[-1].startswith(("yes", "no")) for r in findings[1:])
+    results = next(t for t in parsed if t[0][0] == "role")
+    assert [r[0] for r in results[1:]] == ["found", "reference", "rank"]
+    assert all(" ± " in r[3] for r in results[1:])
+
+
+def test_running_it_again_reuses_every_part(reproduction: Path) -> None:
+    before = {p: p.read_bytes() for p in (reproduction / RETRAIN_FILE, reproduction / "search" / "results.csv",
+                                          reproduction / "random" / "results.csv")}
+    assert main([*TINY, "--runs-dir", str(reproduction.parent), "--name", "tiny-repro"]) == 0
+    for path, data in before.items():
+        assert path.read_bytes() == data, path
+
+
+def test_report_command_re_renders_a_reproduction(reproduction: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (reproduction / "report.md").unlink()
+    assert main(["report", str(reproduction)]) == 0
+    assert capsys.readouterr().out.strip() == str(reproduction / "report.md")
+    assert "## Answers" in (reproduction / "report.md").read_text()
+
+
+def test_settings_from_run_match_the_search(reproduction: Path) -> None:
+    settings = settings_from_run(RunDir(reproduction / "search"))
+    config = RunDir(reproduction / "search").config()
+    assert settings.to_dict()["proxy"] == config["proxy"]
+    assert settings.dataset == "digits" and settings.space.name == "tiny"
+    assert settings.proxy.epochs == 1 and settings.proxy.max_train == 300
+
+
+def test_another_target_under_the_same_name_is_refused(reproduction: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = [a if a != "v2s" else "b0" for a in TINY]
+    assert main([*args, "--runs-dir", str(reproduction.parent), "--name", "tiny-repro"]) == 2
+    err = capsys.readouterr().err
+    assert "was made with target = 'v2s'" in err and err.count("\n") == 1
+
