@@ -15,6 +15,7 @@ import copy
 import io
 import math
 import re
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -460,6 +461,35 @@ def test_garbage_arch_files_are_config_errors(case: Case, scratch: Path) -> None
     path = case.write(scratch / "garbage-arch.yaml")
     expect_config_error(lambda: Arch.load(path), case, str(path))
     CASES["arch files"] += 1
+
+
+def _alias_bomb(levels: int = 9) -> str:
+    """A flow sequence of YAML aliases whose expansion holds 10**levels elements ("billion laughs")."""
+    parts = ["&l0 [0, 0, 0, 0, 0, 0, 0, 0, 0, 0]"]
+    parts += [f"&l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, levels)]
+    return "[" + ", ".join(parts) + "]"
+
+
+@pytest.mark.parametrize(
+    ("kind", "template", "key_path"),
+    [
+        ("space", "name: bomb\nstem: {{channels: 8}}\nreference: efficientnet-b0\nstages:\n  - {bomb}\n",
+         "stages[0]"),
+        ("space", "name: bomb\nstem: {{channels: 8}}\nreference: efficientnet-b0\nstages:\n"
+                  "  - {{op: mbconv, kernel: {bomb}, expansion: 1, channels: 8, layers: 1}}\n", "stages[0].kernel[0]"),
+        ("arch", "stem: {{channels: 8}}\nstages: [{{op: mbconv, kernel: 3, expansion: {bomb}, channels: 8, "
+                 "layers: 1}}]\n", "stages[0].expansion"),
+    ],
+)
+def test_alias_bombs_fail_fast(kind: str, template: str, key_path: str, tmp_path: Path) -> None:
+    """Aliases are shared, not copied, by safe_load; the error message must not expand them either."""
+    path = tmp_path / "bomb.yaml"
+    path.write_text(template.format(bomb=_alias_bomb()))
+    load = (lambda: SearchSpace.load(str(path))) if kind == "space" else (lambda: Arch.load(path))
+    start = time.perf_counter()
+    expect_config_error(load, Case(what=f"{kind} alias bomb", key_path=key_path), str(path))
+    assert time.perf_counter() - start < 5.0
+    CASES[f"{kind} files"] += 1
 
 
 # -- architecture strings ------------------------------------------------------------------
