@@ -15,13 +15,16 @@ from __future__ import annotations
 import csv
 import io
 import math
+import multiprocessing
 import os
 import random
+import shlex
 import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +174,7 @@ class Request:
     space: str | None = None  # tests: a smaller space with the same claims
     epochs: int | None = None
     max_train: int | None = None
+    search_args: tuple[str, ...] = ()  # more `nas search` options for both searches (e.g. --backend ray)
     quiet: bool = False
 
     @property
@@ -181,6 +185,18 @@ class Request:
     def baseline(self) -> int:
         return max(1, self.budget // 4) if self.baseline_budget is None else self.baseline_budget
 
+    def command(self, name: str, runs_dir: str | Path = "runs") -> str:
+        """The `nas reproduce` command line that asks for this (options left at defaults omitted)."""
+        parts = ["nas", "reproduce", self.target]
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.name in ("target", "quiet") or value == item.default:
+                continue
+            flag = "--" + item.name.replace("_", "-")
+            parts += [flag, shlex.join(value) if item.name == "search_args" else str(value)]
+        parts += ["--name", name] + (["--runs-dir", str(runs_dir)] if str(runs_dir) != "runs" else [])
+        return shlex.join(parts)
+
     def fingerprint(self) -> dict[str, Any]:
         """What must not change when the same --name is run again."""
         return {"target": self.target, "space": self.space_name, "dataset": self.dataset, "seed": self.seed}
@@ -190,7 +206,7 @@ def is_reproduction(path: Path) -> bool:
     return (Path(path) / REQUEST_FILE).is_file()
 
 
-def _record_request(folder: Path, request: Request) -> None:
+def _record_request(folder: Path, request: Request, runs_dir: str | Path) -> None:
     path = folder / REQUEST_FILE
     if path.is_file():
         saved = yaml.safe_load(path.read_text()) or {}
@@ -201,11 +217,12 @@ def _record_request(folder: Path, request: Request) -> None:
                     f"{value!r}; use the same settings or another --name"
                 )
     folder.mkdir(parents=True, exist_ok=True)
-    fields = {k: v for k, v in vars(request).items() if k != "quiet"}
-    fields["baseline_budget"] = request.baseline
-    fields.update(request.fingerprint())
-    fields["command"] = " ".join(["nas", *sys.argv[1:]])
-    atomic_write(path, yaml.safe_dump(fields, sort_keys=False))
+    record = {k: v for k, v in vars(request).items() if k != "quiet"}
+    record["search_args"] = list(request.search_args)
+    record["baseline_budget"] = request.baseline
+    record.update(request.fingerprint())
+    record["command"] = request.command(folder.name, runs_dir)
+    atomic_write(path, yaml.safe_dump(record, sort_keys=False))
 
 
 # -- running it ------------------------------------------------------------------------------
@@ -214,7 +231,7 @@ def run_reproduction(request: Request, runs_dir: str | Path, name: str) -> Path:
     if request.target not in TARGETS:
         raise ConfigError(f"target must be one of {sorted(TARGETS)}, but got {request.target!r}")
     folder = Path(runs_dir) / name
-    _record_request(folder, request)
+    _record_request(folder, request, runs_dir)
     _say(request, f"nas: reproduction {name} in {folder}: {request.target} ({request.space_name} space), "
                   f"search budget {request.budget}, random baseline {request.baseline}")
     run_search(folder, "search", request, request.budget)
@@ -240,6 +257,7 @@ def run_search(folder: Path, sub: str, request: Request, budget: int, sampler: s
         argv += ["--epochs", str(request.epochs)]
     if request.max_train:
         argv += ["--max-train", str(request.max_train)]
+    argv += list(request.search_args)
     if (folder / sub / "config.yaml").is_file():
         argv.append("--resume")
     if request.quiet:
@@ -341,16 +359,15 @@ def _write_retrain(folder: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def retrain(folder: Path, request: Request) -> list[dict[str, Any]]:
-    """Retrain the candidates with several seeds; rows already in retrain.csv are kept."""
-    from nas.data import load_dataset
-    from nas.search.base import failure_reason
-    from nas.search.trial import evaluate
+    """Retrain the candidates with several seeds; rows already in retrain.csv are kept.
 
+    With `request.workers` > 1 the retrainings run in that many processes (one thread each on
+    a CPU, sharing the GPU on a GPU machine); step times stay exclusive through the device lock.
+    """
     run = RunDir(folder / "search")
-    data = load_run(run)
     settings = retrain_settings(settings_from_run(run), request.retrain_epochs)
     seeds = [settings.seed + i for i in range(request.seeds)]
-    candidates = pick_candidates(data, request.top, request.rank_extra, seeds)
+    candidates = pick_candidates(load_run(run), request.top, request.rank_extra, seeds)
     rows = read_retrain(folder)
     done = {(r["arch"], r["seed"], r["epochs"]) for r in rows}
     epochs = settings.proxy.epochs
@@ -358,33 +375,59 @@ def retrain(folder: Path, request: Request) -> list[dict[str, Any]]:
     jobs = [(c, s) for s in seeds for c in candidates if s in c.seeds and (c.arch, s, epochs) not in done]
     if not jobs:
         return rows
-    dataset = load_dataset(settings.dataset, resolution=settings.proxy.resolution,
-                           val_fraction=settings.val_fraction, seed=settings.seed)
-    _retrain_threads()
-    _warm_up(settings, dataset)
-    for index, (cand, seed) in enumerate(jobs, 1):
-        start = time.perf_counter()
-        row: dict[str, Any] = {"role": cand.role, "trial": cand.trial, "seed": seed, "epochs": epochs,
-                               "train_images": len(dataset.train_x), "arch": cand.arch}
-        try:
-            # cache=None: step times are measured afresh in this warm process for every seed
-            result = evaluate(Arch.from_string(cand.arch), replace(settings, seed=seed), dataset)
-        except Exception as exc:  # one failed retraining is reported, the others go on
-            row.update(state="FAIL", reason=failure_reason(exc))
-        else:
-            row.update(state="COMPLETE", accuracy=result.accuracy, step_ms=result.step_ms,
-                       step_spread=result.step_spread, params=result.params, macs=result.macs, reason="")
-        row["seconds"] = round(time.perf_counter() - start, 2)
+
+    def finished(index: int, row: dict[str, Any]) -> None:
         rows.append(row)
         _write_retrain(folder, rows)
-        label = f"trial {cand.trial}" if cand.trial is not None else cand.role
-        _say(request, f"[retrain {index}/{len(jobs)}] {cand.role:<9} {label:<10} seed {seed}  "
+        label = f"trial {row['trial']}" if row["trial"] is not None else row["role"]
+        _say(request, f"[retrain {index}/{len(jobs)}] {row['role']:<9} {label:<10} seed {row['seed']}  "
                       f"acc {fmt(row.get('accuracy'))}  step {fmt(row.get('step_ms'), 1)} ms  {row['seconds']:.0f} s"
                       + (f"  ({row['reason']})" if row.get("reason") else ""))
+
+    workers = min(request.workers, len(jobs))
+    if workers == 1:
+        _retrain_threads(1)
+        for index, (cand, seed) in enumerate(jobs, 1):
+            finished(index, retrain_one(cand, seed, settings))
+        return rows
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_retrain_threads,
+                             initargs=(workers,)) as pool:
+        futures = [pool.submit(retrain_one, cand, seed, settings) for cand, seed in jobs]
+        try:
+            for index, future in enumerate(as_completed(futures), 1):
+                finished(index, future.result())
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     return rows
 
 
-def _retrain_threads() -> None:
+def retrain_one(cand: Candidate, seed: int, settings: SearchSettings) -> dict[str, Any]:
+    """One retraining as a retrain.csv row; a failure is a row too (the others go on)."""
+    from nas.data import load_dataset
+    from nas.search.base import failure_reason
+    from nas.search.trial import evaluate
+
+    dataset = load_dataset(settings.dataset, resolution=settings.proxy.resolution,
+                           val_fraction=settings.val_fraction, seed=settings.seed)
+    _warm_up(settings, dataset)
+    start = time.perf_counter()
+    row: dict[str, Any] = {"role": cand.role, "trial": cand.trial, "seed": seed, "epochs": settings.proxy.epochs,
+                           "train_images": len(dataset.train_x), "arch": cand.arch}
+    try:
+        # no step-time cache: measured afresh, in a warm process, for every seed
+        result = evaluate(Arch.from_string(cand.arch), replace(settings, seed=seed), dataset)
+    except Exception as exc:  # any failure of one retraining is recorded
+        row.update(state="FAIL", reason=failure_reason(exc))
+    else:
+        row.update(state="COMPLETE", accuracy=result.accuracy, step_ms=result.step_ms,
+                   step_spread=result.step_spread, params=result.params, macs=result.macs, reason="")
+    row["seconds"] = round(time.perf_counter() - start, 2)
+    return row
+
+
+def _retrain_threads(workers: int) -> None:
     """`nas search` gave torch all cores / workers threads; an explicit OMP_NUM_THREADS wins for the
     retraining, since on a busy machine one thread ran a retraining in 8 s where two took 55 s."""
     import torch
@@ -395,21 +438,28 @@ def _retrain_threads() -> None:
     if given.isdigit() and int(given) > 0:
         torch.set_num_threads(int(given))
     else:
-        set_threads(1)
+        set_threads(workers)
+
+
+_WARM: set[str] = set()
 
 
 def _warm_up(settings: SearchSettings, dataset: Any) -> None:
-    """The first step-time measurement of a process runs slow (allocator, kernels); spend it here."""
+    """The first step-time measurement of a process runs slow (allocator, kernels); spend it here,
+    once per process."""
     from nas.device import resolve_device
     from nas.measure import measure_step_time
     from nas.model import build
 
     device = resolve_device(settings.device)
+    if str(device) in _WARM:
+        return
     model = build(settings.proxy.apply(settings.space.reference), num_classes=dataset.num_classes,
                   in_channels=dataset.in_channels)
     measure_step_time(model, batch=settings.measure_batch, resolution=settings.proxy.resolution,
                       in_channels=dataset.in_channels, num_classes=dataset.num_classes, device=device,
                       warmup=settings.measure.warmup, steps=2)
+    _WARM.add(str(device))
 
 
 def _say(request: Request, line: str) -> None:

@@ -33,7 +33,7 @@ from tests.test_report import assert_links_resolve, assert_plots, tables
 
 TINY = ["reproduce", "v2s", "--space", "tiny", "--dataset", "digits", "--budget", "3", "--baseline-budget", "2",
         "--top", "1", "--seeds", "2", "--retrain-epochs", "1", "--rank-extra", "1", "--max-train", "300",
-        "--epochs", "1", "--quiet"]
+        "--epochs", "1", "--search-args", "--pruner none", "--quiet"]
 
 
 def tiny_arch(*stages: tuple[str, int, float, float]) -> Arch:
@@ -154,6 +154,8 @@ def test_tiny_reproduction_writes_the_study(reproduction: Path) -> None:
     assert all(r["epochs"] == 1 and r["state"] == "COMPLETE" for r in retrain)
     report = reproduction / "report.md"
     text = report.read_text()
+    # the command that made it, rebuilt from the request (pytest's own argv is not it)
+    assert "Made with `nas reproduce v2s --budget 3 --baseline-budget 2 --top 1 --seeds 2 --retrain-epochs 1 " in text
     for heading in ("## Answers", "## Found vs reference after longer training", "## Do the paper's design findings",
                     "## TPE vs random search", "## How well did the proxy rank"):
         assert heading in text, heading
@@ -190,6 +192,7 @@ def test_settings_from_run_match_the_search(reproduction: Path) -> None:
     assert settings.to_dict()["proxy"] == config["proxy"]
     assert settings.dataset == "digits" and settings.space.name == "tiny"
     assert settings.proxy.epochs == 1 and settings.proxy.max_train == 300
+    assert settings.pruner == "none"  # from --search-args
 
 
 def test_another_target_under_the_same_name_is_refused(reproduction: Path, capsys: pytest.CaptureFixture[str]) -> None:

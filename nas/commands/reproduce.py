@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of samplers, split and first retraining (default 0)")
     p.add_argument("--epochs", type=positive_int, help="proxy epochs of the searches (default: the space's)")
     p.add_argument("--max-train", type=positive_int, help="proxy training images per trial (default: the space's)")
+    p.add_argument("--search-args", default="",
+                   help="more `nas search` options for both searches, quoted, e.g. \"--backend ray --address H:P\"")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--space", help=argparse.SUPPRESS)  # tests: the tiny space instead of the target's
 
@@ -63,7 +66,7 @@ def run(args: argparse.Namespace) -> None:
         target=args.target, budget=args.budget, baseline_budget=args.baseline_budget, top=args.top, seeds=args.seeds,
         retrain_epochs=args.retrain_epochs, rank_extra=args.rank_extra, dataset=args.dataset, device=args.device,
         workers=args.workers, seed=args.seed, space=args.space, epochs=args.epochs, max_train=args.max_train,
-        quiet=args.quiet,
+        search_args=tuple(shlex.split(args.search_args)), quiet=args.quiet,
     )
     try:
         report = run_reproduction(request, args.runs_dir, name)
