@@ -159,6 +159,10 @@ def fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def fmt_count(value: Any) -> str:
     """12,345 -> 12.3k; 8.4e9 -> 8.40G (params and MACs in tables)."""
     if not _num(value):
@@ -293,7 +297,7 @@ def render(data: RunData, k: int, full_counts: bool = True) -> str:
     budget = cfg.get("budget")
     finished = data.finished()
     status = "finished" if budget is not None and finished >= int(budget) else "unfinished"
-    out = [f"# Run `{data.run.name}`\n"]
+    out = [f"# Run `{data.run.name}`\n\n"]
     out.append(
         f"{cfg.get('space', '?')} space, dataset {cfg.get('dataset', '?')}, objective "
         f"{cfg.get('objective', {}).get('kind', '?')}, sampler {cfg.get('sampler', '?')}: "
@@ -392,7 +396,7 @@ def _front_table(data: RunData) -> str:
     ref = data.reference_row
     rows = [[r["number"] if r is not ref else f"{r['number']} (reference)", fmt(r["accuracy"]),
              fmt(r["step_ms"], 1), fmt_count(r["params"]), fmt(r["reward"])] for r in front]
-    return (f"\nPareto front (accuracy vs step time), {len(front)} trials:\n\n"
+    return (f"\nPareto front (accuracy vs step time): {plural(len(front), 'trial')}\n\n"
             + md_table(["trial", "accuracy", "step ms", "params", "reward"], rows))
 
 

@@ -42,6 +42,7 @@ from nas.report import (
     fmt_count,
     load_run,
     md_table,
+    plural,
     top_k_size,
     write_report,
 )
@@ -612,7 +613,7 @@ def _render(folder: Path, asked: dict[str, Any], target: Target, search: RunData
         f"Search: {asked.get('space')} space, dataset {asked.get('dataset')}, objective {target.objective}, "
         f"**{finished} of {asked.get('budget')} trials** (TPE); random-search baseline "
         f"{baseline.finished() if baseline else 0} of {asked.get('baseline_budget')} trials; retraining: "
-        f"{_plural(settings.proxy.epochs, 'epoch')} on the whole training split, {asked.get('seeds')} seeds for the "
+        f"{plural(settings.proxy.epochs, 'epoch')} on the whole training split, {asked.get('seeds')} seeds for the "
         f"{asked.get('top')} best found and the reference. The paper sampled up to 1000 models trained ~10 "
         f"epochs at reduced size on ImageNet; this is a proxy of a proxy, so read the numbers as such.\n"
     )
@@ -648,19 +649,17 @@ def _answers(found: list[Retrained], ref: Retrained | None, findings: list[tuple
     held = [c.text for c, m in findings if m["holds"]]
     lines.append(f"- **Paper's design findings** (top {k} trials): {len(held)} of {len(findings)} reappear"
                  + (f" ({'; '.join(held)})." if held else "."))
-    if curves.get("random"):
+    if curves.get("random") and curves["common"] > 0:
         n = curves["common"]
         lines.append(f"- **TPE vs random search** after {n} trials: best reward {fmt(curves['tpe_at'])} vs "
                      f"{fmt(curves['random_at'])} (both scored against the same reference measurement).")
+    elif "random" in curves:
+        lines.append("- **TPE vs random search**: the random baseline has no finished trials yet.")
     else:
         lines.append("- **TPE vs random search**: no baseline run.")
     lines.append(f"- **Proxy vs longer training**: Kendall tau {fmt(tau, 2)} between proxy accuracy and retrained "
                  f"accuracy over {tau_n} architectures" + (" (too few to say much)." if tau_n < 5 else "."))
     return "\n".join(lines) + "\n"
-
-
-def _plural(n: Any, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 def _pm(pair: tuple[float, float], digits: int = 4) -> str:
@@ -799,12 +798,13 @@ def _random_section(folder: Path, curves: dict[str, Any], search: RunData, basel
     if "random" not in curves:
         return "".join(out) + "\nNo random baseline in this reproduction.\n"
     last = max(search.finished(), baseline.finished() if baseline else 0)
-    marks = sorted({n for n in (10, 20, 50, 100, 200, 500, 1000) if n < last} | {curves["common"], last})
+    marks = sorted(n for n in {10, 20, 50, 100, 200, 500, 1000, curves["common"], last} if 0 < n <= last)
     rows = []
     for n in marks:
         t, r = best_after(*curves["tpe"], n), best_after(*curves["random"], n)
         rows.append([n, fmt(t), fmt(r), fmt(t - r) if t is not None and r is not None else "–"])
-    out.append("\nBest reward among the first N trials (each run's trial 0 is the reference):\n\n")
+    out.append("\nBest reward among the first N trials. Each run's trial 0 is the reference, and TPE's first 10 "
+               "trials are random draws from the same seeds as the baseline's, so the two start alike:\n\n")
     out.append(md_table(["N", "TPE", "random", "TPE − random"], rows))
     return "".join(out)
 
