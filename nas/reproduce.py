@@ -150,11 +150,12 @@ class Target:
     objective: str
     paper: str
     claims: tuple[Claim, ...]
+    cost: str  # the cost axis the paper traded accuracy against: step_ms or macs
 
 
 TARGETS = {
-    "v2s": Target("v2s", "v2", "reward", "EfficientNetV2-S (Tan & Le, 2021)", V2_CLAIMS),
-    "b0": Target("b0", "v1", "macs", "EfficientNet-B0 (Tan & Le, 2019; MnasNet search)", B0_CLAIMS),
+    "v2s": Target("v2s", "v2", "reward", "EfficientNetV2-S (Tan & Le, 2021)", V2_CLAIMS, "step_ms"),
+    "b0": Target("b0", "v1", "macs", "EfficientNet-B0 (Tan & Le, 2019; MnasNet search)", B0_CLAIMS, "macs"),
 }
 
 
@@ -519,8 +520,17 @@ def summarise_retrain(rows: Sequence[dict[str, Any]], candidates: Sequence[Candi
     return out
 
 
-def compare(found: Retrained, ref: Retrained) -> tuple[str, str]:
-    """Verdicts on reward (beyond the combined spread?) and on the accuracy/step-time front."""
+COSTS = {"step_ms": "step time", "macs": "MACs"}
+REWARD_WORDS = {"beats": "better reward", "matches": "same reward within the spread", "loses to": "worse reward"}
+
+
+def cost_of(r: Retrained, cost: str) -> tuple[float, float]:
+    """Mean and std of a retrained architecture's cost (MACs do not vary between seeds)."""
+    return r.step_ms if cost == "step_ms" else (float(r.macs or 0), 0.0)
+
+
+def compare(found: Retrained, ref: Retrained, cost: str = "step_ms") -> tuple[str, str]:
+    """Verdicts on reward (beyond the combined spread?) and on the accuracy / cost front."""
     diff = found.reward[0] - ref.reward[0]
     spread = math.hypot(found.reward[1], ref.reward[1])
     if diff > spread:
@@ -529,15 +539,17 @@ def compare(found: Retrained, ref: Retrained) -> tuple[str, str]:
         on_reward = "matches"
     else:
         on_reward = "loses to"
-    fa, fs, ra, rs = found.accuracy[0], found.step_ms[0], ref.accuracy[0], ref.step_ms[0]
+    noun = COSTS[cost]
+    fa, fs, ra, rs = found.accuracy[0], cost_of(found, cost)[0], ref.accuracy[0], cost_of(ref, cost)[0]
+    ratio = f"{fa - ra:+.4f} accuracy at {fs / rs:.2f}× the {noun}" if rs else f"{fa - ra:+.4f} accuracy"
     if dominates(fs, fa, rs, ra):
-        front = "dominates the reference (at least as accurate and as fast)"
+        front = f"dominates the reference ({ratio})"
     elif dominates(rs, ra, fs, fa):
-        front = "is dominated by the reference"
+        front = f"is dominated by the reference ({ratio})"
     elif fs < rs:
-        front = f"trades accuracy for speed ({fa - ra:+.4f} accuracy, {fs / rs:.2f}× the step time)"
+        front = f"trades accuracy for less {noun} ({ratio})"
     else:
-        front = f"trades speed for accuracy ({fa - ra:+.4f} accuracy, {fs / rs:.2f}× the step time)"
+        front = f"buys accuracy with more {noun} ({ratio})"
     return on_reward, front
 
 
@@ -611,10 +623,12 @@ def _render(folder: Path, asked: dict[str, Any], target: Target, search: RunData
     finished = search.finished()
     out.append(
         f"Search: {asked.get('space')} space, dataset {asked.get('dataset')}, objective {target.objective}, "
-        f"**{finished} of {asked.get('budget')} trials** (TPE); random-search baseline "
-        f"{baseline.finished() if baseline else 0} of {asked.get('baseline_budget')} trials; retraining: "
-        f"{plural(settings.proxy.epochs, 'epoch')} on the whole training split, {asked.get('seeds')} seeds for the "
-        f"{asked.get('top')} best found and the reference. The paper sampled up to 1000 models trained ~10 "
+        f"**{finished} of {asked.get('budget')} trials** (TPE); "
+        + (f"random-search baseline {baseline.finished()} of {asked.get('baseline_budget')} trials; " if baseline
+           else "no random-search baseline; ")
+        + f"retraining: {plural(settings.proxy.epochs, 'epoch')} on the whole training split, "
+        f"{plural(int(asked.get('seeds', 1)), 'seed')} for the {asked.get('top')} best found and the reference. "
+        f"The paper sampled up to 1000 models trained ~10 "
         f"epochs at reduced size on ImageNet; this is a proxy of a proxy, so read the numbers as such.\n"
     )
     found = [r for r in retrained if r.role == "found"]
@@ -623,7 +637,7 @@ def _render(folder: Path, asked: dict[str, Any], target: Target, search: RunData
     tau, tau_n = _tau(retrained)
     curves = _curves(search, baseline, objective)
     out.append("\n## Answers\n\n")
-    out.append(_answers(found, ref, findings, curves, tau, tau_n, k))
+    out.append(_answers(target, found, ref, findings, curves, tau, tau_n, k))
     out.append(_retrain_section(folder, found, ref, retrained, search, target))
     out.append(_findings_section(target, findings, search, k))
     out.append(_random_section(folder, curves, search, baseline))
@@ -632,17 +646,20 @@ def _render(folder: Path, asked: dict[str, Any], target: Target, search: RunData
     return "".join(out)
 
 
-def _answers(found: list[Retrained], ref: Retrained | None, findings: list[tuple[Claim, dict[str, Any]]],
-             curves: dict[str, Any], tau: float, tau_n: int, k: int) -> str:
+def _answers(target: Target, found: list[Retrained], ref: Retrained | None,
+             findings: list[tuple[Claim, dict[str, Any]]], curves: dict[str, Any], tau: float, tau_n: int,
+             k: int) -> str:
     lines = []
     if found and ref is not None:
         best = found[0]
-        on_reward, front = compare(best, ref)
+        on_reward, front = compare(best, ref, target.cost)
         lines.append(
             f"- **Found vs reference (retrained)**: the best found (trial {best.trial}) {on_reward} the reference on "
-            f"reward ({_pm(best.reward)} vs {_pm(ref.reward)}) and {front}: accuracy {_pm(best.accuracy)} vs "
-            f"{_pm(ref.accuracy)}, step time {_pm(best.step_ms, 1)} vs {_pm(ref.step_ms, 1)} ms "
-            f"(mean ± std over {best.seeds} and {ref.seeds} seeds)."
+            f"reward ({_pm(best.reward, 4, best.seeds)} vs {_pm(ref.reward, 4, ref.seeds)}) and {front}: accuracy "
+            f"{_pm(best.accuracy, 4, best.seeds)} vs {_pm(ref.accuracy, 4, ref.seeds)}, step time "
+            f"{_pm(best.step_ms, 1, best.seeds)} vs {_pm(ref.step_ms, 1, ref.seeds)} ms, MACs "
+            f"{fmt_count(best.macs)} vs {fmt_count(ref.macs)} (mean ± std over {plural(best.seeds, 'seed')} "
+            f"and {plural(ref.seeds, 'seed')})."
         )
     else:
         lines.append("- **Found vs reference**: not retrained yet.")
@@ -662,8 +679,9 @@ def _answers(found: list[Retrained], ref: Retrained | None, findings: list[tuple
     return "\n".join(lines) + "\n"
 
 
-def _pm(pair: tuple[float, float], digits: int = 4) -> str:
-    return f"{fmt(pair[0], digits)} ± {fmt(pair[1], digits)}"
+def _pm(pair: tuple[float, float], digits: int = 4, seeds: int = 2) -> str:
+    """mean ± std; one seed has no spread to show."""
+    return fmt(pair[0], digits) if seeds < 2 else f"{fmt(pair[0], digits)} ± {fmt(pair[1], digits)}"
 
 
 def _retrain_section(folder: Path, found: list[Retrained], ref: Retrained | None, retrained: list[Retrained],
@@ -679,22 +697,24 @@ def _retrain_section(folder: Path, found: list[Retrained], ref: Retrained | None
     for r in retrained:
         verdict = ""
         if r.role == "found" and ref is not None:
-            on_reward, front = compare(r, ref)
-            verdict = f"{on_reward} on reward; {front}"
+            on_reward, front = compare(r, ref, target.cost)
+            verdict = f"{REWARD_WORDS[on_reward]}; {front}"
         rows.append([
-            r.role, r.trial if r.trial is not None else "–", fmt(r.proxy_accuracy), _pm(r.accuracy),
-            _pm(r.step_ms, 1), _pm(r.reward), fmt_count(r.params), fmt_count(r.macs), r.seeds, verdict,
+            r.role, r.trial if r.trial is not None else "–", fmt(r.proxy_accuracy), _pm(r.accuracy, 4, r.seeds),
+            _pm(r.step_ms, 1, r.seeds), _pm(r.reward, 4, r.seeds), fmt_count(r.params), fmt_count(r.macs), r.seeds,
+            verdict,
         ])
     out.append(md_table(["role", "trial", "proxy acc", "retrained acc", "step ms", "reward", "params", "MACs",
                          "seeds", "vs reference"], rows))
-    plot_rows = [r for r in retrained if r.role in ("found", "reference")]
-    points = [plots.Point(r.step_ms[0], r.accuracy[0], r.step_ms[1], r.accuracy[1], f"trial {r.trial}")
-              for r in plot_rows if r.role == "found"]
-    ref_point = (plots.Point(ref.step_ms[0], ref.accuracy[0], ref.step_ms[1], ref.accuracy[1], "reference")
-                 if ref is not None else None)
-    plots.scatter_front(folder / "retrained.png", [], xlabel="training step time at the proxy (ms)",
-                        title="retrained: mean ± std over seeds", reference=ref_point, highlights=points)
-    out.append("\n![retrained accuracy vs step time](retrained.png)\n")
+    def point(r: Retrained, label: str) -> plots.Point:
+        x, x_err = cost_of(r, target.cost)
+        return plots.Point(x, r.accuracy[0], x_err, r.accuracy[1], label)
+
+    xlabel = "training step time at the proxy (ms)" if target.cost == "step_ms" else "MACs at the proxy"
+    plots.scatter_front(folder / "retrained.png", [], xlabel=xlabel, title="retrained: mean ± std over seeds",
+                        reference=point(ref, "reference") if ref is not None else None,
+                        highlights=[point(r, f"trial {r.trial}") for r in found])
+    out.append(f"\n![retrained accuracy vs {COSTS[target.cost]}](retrained.png)\n")
     if found:
         out.append(f"\nBest found (trial {found[0].trial}), full-size layout:\n\n")
         out.append(arch_table(Arch.from_string(found[0].arch)))

@@ -4,6 +4,7 @@ end-to-end reproduction (the hidden --space tiny, digits data) that a second run
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -102,12 +103,16 @@ def retrained(acc: tuple[float, float], step: tuple[float, float], reward: tuple
 def test_compare_verdicts() -> None:
     ref = retrained((0.90, 0.01), (100.0, 5.0), (0.90, 0.01))
     better = retrained((0.92, 0.01), (80.0, 5.0), (0.95, 0.01))
-    assert compare(better, ref) == ("beats", "dominates the reference (at least as accurate and as fast)")
+    assert compare(better, ref) == ("beats", "dominates the reference (+0.0200 accuracy at 0.80× the step time)")
     close = retrained((0.89, 0.01), (70.0, 5.0), (0.905, 0.01))
     on_reward, front = compare(close, ref)
-    assert on_reward == "matches" and front.startswith("trades accuracy for speed")
+    assert on_reward == "matches" and front.startswith("trades accuracy for less step time")
     worse = retrained((0.85, 0.01), (120.0, 5.0), (0.84, 0.01))
-    assert compare(worse, ref) == ("loses to", "is dominated by the reference")
+    assert compare(worse, ref) == ("loses to",
+                                   "is dominated by the reference (-0.0500 accuracy at 1.20× the step time)")
+    # B0's cost axis is MACs, which do not vary between seeds
+    cheap = replace(worse, macs=500)
+    assert compare(cheap, replace(ref, macs=1000), "macs")[1].startswith("trades accuracy for less MACs")
 
 
 def test_summarise_retrain_means_over_seeds() -> None:
