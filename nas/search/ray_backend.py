@@ -26,8 +26,10 @@ import logging
 import math
 import os
 import socket
+import sys
 import tempfile
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -148,6 +150,20 @@ def check_fits(options: RayOptions) -> None:
     )
 
 
+def capacity(options: RayOptions) -> int:
+    """How many trials the cluster runs at once: per node, its CPUs (and GPUs) over a trial's."""
+    total = 0
+    for node in ray.nodes():
+        if not node.get("Alive"):
+            continue
+        res = node.get("Resources", {})
+        fits = int(res.get("CPU", 0) // options.cpus_per_trial)
+        if options.gpus_per_trial > 0:
+            fits = min(fits, int(res.get("GPU", 0) // options.gpus_per_trial))
+        total += fits
+    return max(1, total)
+
+
 # -- the trial (runs in a Ray actor) ---------------------------------------------------------------
 class FixedParams:
     """A trial-like object answering `suggest_categorical` from a Tune config, so the space's
@@ -208,7 +224,7 @@ def run_trial(config: dict[str, Any], data: Dataset | None = None, job: TrialJob
     settings, objective = job.settings, job.objective
     number = int(config[NUMBER])
     arch = settings.space.sample(FixedParams(config))
-    where = {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+    where = {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(), "started_at": time.time()}
 
     recorded = job.finished.get(number)
     if recorded is not None and recorded["nas"]["arch"] == arch.to_string():
@@ -239,7 +255,9 @@ def run_trial(config: dict[str, Any], data: Dataset | None = None, job: TrialJob
 
         def on_epoch(epoch: int, accuracy: float) -> bool:
             accs.append(accuracy)
-            if epoch <= done_epochs:
+            # the last epoch is reported once, as the final result: were it an intermediate
+            # report too, ASHA would stop the trial there (max_t) before its final result
+            if epoch <= done_epochs or epoch >= settings.proxy.epochs:
                 return True
             history = [{"epoch": i + 1, "val_acc": a, "train_loss": float("nan")} for i, a in enumerate(accs)]
             info = dict(base, **counts, accuracy=accuracy, epochs=epoch, history=history,
@@ -250,16 +268,17 @@ def run_trial(config: dict[str, Any], data: Dataset | None = None, job: TrialJob
 
         result = evaluate(arch, settings, data, on_epoch=on_epoch, cache=cache)
     except Exception as exc:  # the candidate's own failure: recorded, never retried by Tune
-        import traceback
-
         info = dict(base, final=True, state="FAIL", reason=failure_reason(exc),
                     traceback="".join(traceback.format_exception(exc)),
                     seconds=round(time.perf_counter() - start, 3))
         final = {"metrics": {"accuracy": 0.0, "step_ms": 0.0, "score": 0.0}, "nas": info}
     else:
         info = dict(base, final=True, state="COMPLETE", **result_attrs(result), history=result.history)
+        # the step was timed up front (evaluate's own measurement hit the cache): count that time
+        info["seconds"] = round(costs.seconds + result.train_seconds, 3)
         metrics = tune_metrics(objective, result.accuracy, result.step_ms, result.params, result.macs)
         final = {"metrics": metrics, "nas": info}
+    final["nas"]["ended_at"] = time.time()
     _report(final["metrics"], final["nas"], {"final": dict(final["metrics"], nas=final["nas"])})
 
 
@@ -366,6 +385,12 @@ class Session:
         self.objective = objective
         self.records = load_records(run)
         self.progress = Progress(budget, len(self.records), show_progress)
+        self.show_progress = show_progress
+        self.replayed = 0  # finished before a restore, reported again by Tune: not re-run
+
+    def say(self, message: str) -> None:
+        if self.show_progress:
+            print(f"nas: {message}", file=sys.stderr)
 
     def record(self, config: dict[str, Any], result: dict[str, Any] | None, error: BaseException | None = None,
                failures: int = 0) -> None:
@@ -373,7 +398,8 @@ class Session:
         result = result or {}
         number = int(config[NUMBER])
         if number in self.records:
-            return  # replayed after a restore: its record is already on disk
+            self.replayed += 1  # replayed after a restore: its record is already on disk
+            return
         arch = self.space.sample(FixedParams(config))
         info = result.get("nas") or {}
         attrs: dict[str, Any] = {"arch": arch.to_string()}
@@ -385,7 +411,8 @@ class Session:
             state = info.get("state", "PRUNED") if info.get("final") else "PRUNED"  # no final: ASHA stopped it
             attrs.update({k: info.get(k) for k in METRIC_KEYS}, reason=info.get("reason", ""))
         extra = {"node_id": info.get("node_id"), "node_ip": result.get("node_ip"), "hostname": result.get("hostname"),
-                 "ray_trial_id": result.get("trial_id"), "ray_failures": failures}
+                 "pid": info.get("pid"), "ray_trial_id": result.get("trial_id"), "ray_failures": failures,
+                 "started_at": info.get("started_at"), "ended_at": info.get("ended_at"), "recorded_at": time.time()}
         history = [h for h in info.get("history") or [] if isinstance(h, dict)]
         row = record_trial(self.run, number, arch, state, attrs, self.objective, history=history, error=error,
                            extra=extra)
@@ -462,8 +489,10 @@ def _tuner(run: RunDir, settings: SearchSettings, objective: Objective, budget: 
     path = experiment_path(run, options)
     return tune.Tuner(
         trainable,
+        # without an explicit limit Tune starts searcher trials about one at a time
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=budget,
-                                    max_concurrent_trials=options.max_concurrent, reuse_actors=True,
+                                    max_concurrent_trials=options.max_concurrent or capacity(options),
+                                    reuse_actors=True,
                                     trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(
             name=EXPERIMENT, storage_path=path.rsplit("/", 1)[0], verbose=0, callbacks=[Recorder()],
@@ -499,6 +528,7 @@ def search(run: RunDir, settings: SearchSettings, budget: int, options: RayOptio
                                         {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial})
         path = experiment_path(run, options)
         if resume and tune.Tuner.can_restore(path):
+            _session.say(f"restoring the Ray Tune experiment in {path} ({len(records)} trials recorded)")
             tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=False,
                                        restart_errored=False)
         else:
@@ -506,6 +536,9 @@ def search(run: RunDir, settings: SearchSettings, budget: int, options: RayOptio
         results = tuner.fit()
         _reconcile(results)
         _session.write_tables()
+        if _session.replayed:
+            _session.say(f"{_session.replayed} trials that finished before the restore were reported again "
+                         f"from the run folder, not re-run")
         if len(_session.records) < budget:
             raise KeyboardInterrupt  # Tune stops early only when interrupted (errors count as finished)
     finally:

@@ -1,0 +1,176 @@
+"""Does a concurrent trial corrupt step-time measurement? Times the same architecture alone and
+while other trials train on the same machine, and prints the ratios (target: within 10%).
+
+Each "trial" is what a search worker does: `proxy_train` of random candidates in its own
+process, one torch thread each (as a 1-CPU Ray trial or an Optuna worker of --workers 2). The
+measuring process calls `measure_step_time` (which holds the per-device measuring lock).
+
+Three conditions:
+
+- alone: no other trial running;
+- concurrent: the other trials keep training (what nas does today: the lock only keeps two
+  *measurements* apart, not a measurement and a training);
+- concurrent + gate: a prototype of an exclusive measuring gate per device. Training takes the
+  gate shared for each step, the measurer takes it exclusive (behind a turnstile so it is not
+  starved), so trials on the device pause for the ~1-2 s of timing and the timing sees an idle
+  device. Here the training side is patched into the trainer processes (`nas.train.train_step`);
+  shipping it means wrapping the step in nas/train.py and the timed region in nas/measure.py.
+
+    OMP_NUM_THREADS=1 python benchmarks/measure_concurrency.py [--space tiny] [--others 1] [--rounds 9]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import multiprocessing
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+
+class Gate:
+    """Readers (training steps) share the gate; a writer (a measurement) excludes them."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.turn = os.open(folder / "turnstile.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        self.gate = os.open(folder / "gate.lock", os.O_RDWR | os.O_CREAT, 0o600)
+
+    @contextlib.contextmanager
+    def step(self) -> Iterator[None]:
+        fcntl.flock(self.turn, fcntl.LOCK_EX)  # waits while a measurer holds the turnstile
+        fcntl.flock(self.turn, fcntl.LOCK_UN)
+        fcntl.flock(self.gate, fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(self.gate, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def measuring(self) -> Iterator[None]:
+        fcntl.flock(self.turn, fcntl.LOCK_EX)  # no new steps start...
+        fcntl.flock(self.gate, fcntl.LOCK_EX)  # ...and the running ones have finished
+        try:
+            yield
+        finally:
+            fcntl.flock(self.gate, fcntl.LOCK_UN)
+            fcntl.flock(self.turn, fcntl.LOCK_UN)
+
+
+def _space_and_data(space_name: str):
+    from nas.data import load_dataset
+    from nas.settings import SearchSettings
+    from nas.space import SearchSpace
+
+    settings = SearchSettings(space=SearchSpace.load(space_name))
+    data = load_dataset(settings.dataset, resolution=settings.proxy.resolution, seed=0)
+    return settings, data
+
+
+IDLE, TRAIN, TRAIN_GATED, STOP = 0, 1, 2, 3
+
+
+def _trainer(space_name: str, seed: int, gate_dir: str, mode, steps) -> None:
+    """A concurrent trial: proxy-train random candidates while `mode` says so (gated or not)."""
+    import optuna
+
+    import nas.train
+    from nas.device import resolve_device
+    from nas.model import build
+
+    torch.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    gate = Gate(Path(gate_dir))
+
+    def patched(fn):
+        # all compute of the trainer, not just the step: BN recalibration and evaluation too
+        def run(*args, **kwargs):
+            while mode.value == IDLE:
+                time.sleep(0.01)
+            with gate.step() if mode.value == TRAIN_GATED else contextlib.nullcontext():
+                out = fn(*args, **kwargs)
+            with steps.get_lock():
+                steps.value += 1
+            return out
+
+        return run
+
+    for name in ("train_step", "recalibrate_batchnorm", "evaluate_accuracy"):
+        setattr(nas.train, name, patched(getattr(nas.train, name)))
+    settings, data = _space_and_data(space_name)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    device = resolve_device("cpu")
+    while mode.value != STOP:
+        arch = settings.proxy.apply(settings.space.sample(study.ask()))
+        model = build(arch, num_classes=data.num_classes, in_channels=data.in_channels)
+        nas.train.proxy_train(model, data, settings.recipe(), device, on_epoch=lambda e, a: mode.value != STOP)
+
+
+def _measure_once(model, settings, data, arch, gate: Gate | None) -> float:
+    from nas.device import resolve_device
+    from nas.measure import measure_step_time
+
+    with gate.measuring() if gate is not None else contextlib.nullcontext():
+        st = measure_step_time(model, batch=settings.measure_batch, resolution=arch.resolution,
+                               in_channels=data.in_channels, num_classes=data.num_classes,
+                               device=resolve_device("cpu"), warmup=settings.measure.warmup,
+                               steps=settings.measure.steps)
+    return st.median_ms
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--space", default="tiny")
+    parser.add_argument("--others", type=int, default=1, help="concurrent training processes")
+    parser.add_argument("--rounds", type=int, default=9, help="measurements per condition")
+    args = parser.parse_args()
+    from nas.model import build
+
+    torch.set_num_threads(1)
+    context = multiprocessing.get_context("spawn")
+    mode, steps = context.Value("i", TRAIN), context.Value("l", 0)
+    gate_dir = Path(tempfile.mkdtemp(prefix="nas-bench-gate-"))
+    others = [context.Process(target=_trainer, args=(args.space, i, str(gate_dir), mode, steps), daemon=True)
+              for i in range(args.others)]
+    for p in others:
+        p.start()
+    settings, data = _space_and_data(args.space)
+    arch = settings.proxy.apply(settings.space.reference)
+    model = build(arch, num_classes=data.num_classes, in_channels=data.in_channels)
+    gate = Gate(gate_dir)
+    while steps.value < 20:  # the others are up and training
+        time.sleep(0.2)
+    _measure_once(model, settings, data, arch, None)  # warm-up
+    # Conditions interleaved round by round, so the machine's own drift (other users) hits all
+    # three alike; each round's ratios compare measurements seconds apart.
+    times: dict[str, list[float]] = {"alone": [], "concurrent": [], "concurrent + gate": []}
+    for _ in range(args.rounds):
+        for label, value, use_gate in (("alone", IDLE, False), ("concurrent", TRAIN, False),
+                                       ("concurrent + gate", TRAIN_GATED, True)):
+            mode.value = value
+            time.sleep(1.0)  # the trainers settle into the new mode
+            times[label].append(_measure_once(model, settings, data, arch, gate if use_gate else None))
+    mode.value = STOP
+    for p in others:
+        p.join(timeout=60)
+
+    print(f"space {args.space}: its reference at proxy size, 1 thread, {args.others} concurrent trial(s), "
+          f"{args.rounds} interleaved rounds")
+    alone = times["alone"]
+    for label, series in times.items():
+        ratios = [t / a for t, a in zip(series, alone, strict=True)]
+        r = statistics.median(ratios)
+        verdict = "within" if abs(r - 1) <= 0.10 else "OUTSIDE"
+        print(f"{label:<18} median {statistics.median(series):7.2f} ms   ratio to alone {r:5.2f} ({verdict} 10%)   "
+              f"[{', '.join(f'{t:.1f}' for t in series)}]")
+
+
+if __name__ == "__main__":
+    main()
