@@ -542,6 +542,10 @@ def compare(found: Retrained, ref: Retrained, cost: str = "step_ms") -> tuple[st
     noun = COSTS[cost]
     fa, fs, ra, rs = found.accuracy[0], cost_of(found, cost)[0], ref.accuracy[0], cost_of(ref, cost)[0]
     ratio = f"{fa - ra:+.4f} accuracy at {fs / rs:.2f}× the {noun}" if rs else f"{fa - ra:+.4f} accuracy"
+    axes = (("accuracy", found.accuracy, ref.accuracy), (noun, cost_of(found, cost), cost_of(ref, cost)))
+    within = [name for name, a, b in axes if not _beyond_spread(a, b)]
+    if within:
+        ratio += f"; the {' and '.join(within)} gap is within the spread over seeds"
     if dominates(fs, fa, rs, ra):
         front = f"dominates the reference ({ratio})"
     elif dominates(rs, ra, fs, fa):
@@ -551,6 +555,11 @@ def compare(found: Retrained, ref: Retrained, cost: str = "step_ms") -> tuple[st
     else:
         front = f"buys accuracy with more {noun} ({ratio})"
     return on_reward, front
+
+
+def _beyond_spread(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """Whether two means differ by more than their combined standard deviations."""
+    return abs(a[0] - b[0]) > math.hypot(a[1], b[1])
 
 
 def uniform_sample(space: SearchSpace, n: int = 2000, seed: int = 0) -> list[Arch]:
@@ -663,9 +672,12 @@ def _answers(target: Target, found: list[Retrained], ref: Retrained | None,
         )
     else:
         lines.append("- **Found vs reference**: not retrained yet.")
-    held = [c.text for c, m in findings if m["holds"]]
-    lines.append(f"- **Paper's design findings** (top {k} trials): {len(held)} of {len(findings)} reappear"
-                 + (f" ({'; '.join(held)})." if held else "."))
+    held = [c.text for c, m in findings if m["holds"] and m["luck"] < 0.05]
+    weak = [c.text for c, m in findings if m["holds"] and not m["luck"] < 0.05]
+    lines.append(f"- **Paper's design findings** (top {k} trials): {len(held)} of {len(findings)} reappear beyond "
+                 f"chance" + (f" ({'; '.join(held)})" if held else "")
+                 + (f"; {len(weak)} more only as often as random architectures show it ({'; '.join(weak)})"
+                    if weak else "") + ".")
     if curves.get("random") and curves["common"] > 0:
         n = curves["common"]
         lines.append(f"- **TPE vs random search** after {n} trials: best reward {fmt(curves['tpe_at'])} vs "
@@ -737,25 +749,45 @@ def _findings(target: Target, search: RunData, baseline: RunData | None, k: int)
             value = claim.value(archs)
             return claim.show(archs, value), (None if math.isnan(value) else claim.holds(archs, value))
 
-        (top_text, holds), (rand_text, _), (uni_text, uni_holds), (ref_text, _) = (
+        (top_text, holds), (rand_text, _), (uni_text, _), (ref_text, _) = (
             measure(top), measure(rand), measure(uniform), measure(ref))
         out.append((claim, {"top": top_text, "holds": bool(holds), "random": rand_text, "uniform": uni_text,
-                            "uniform_holds": bool(uni_holds), "paper": ref_text}))
+                            "luck": luck(claim, uniform, len(top)), "paper": ref_text}))
     return out
+
+
+def luck(claim: Claim, uniform: Sequence[Arch], k: int, draws: int = 500, seed: int = 1) -> float:
+    """How often `k` architectures drawn at random show the finding: a small top-k can show a
+    pattern by chance, and this says how likely that is."""
+    if not uniform or k < 1:
+        return math.nan
+    rng = random.Random(seed)
+    hits = 0
+    for _ in range(draws):
+        subset = rng.sample(list(uniform), min(k, len(uniform)))
+        value = claim.value(subset)
+        hits += (not math.isnan(value)) and bool(claim.holds(subset, value))
+    return hits / draws
 
 
 def _findings_section(target: Target, findings: list[tuple[Claim, dict[str, Any]]], search: RunData, k: int) -> str:
     out = [f"\n## Do the paper's design findings reappear? (top {k} of {len(search.complete)} complete trials)\n\n"]
     out.append("Measured on the top trials by reward of the TPE search; \"random top\" is the same measure on the "
                "random baseline's top trials, \"uniform\" on 2,000 architectures drawn uniformly from the space "
-               "(what chance gives), \"paper\" on the published architecture.\n\n")
+               f"(what chance gives), \"paper\" on the published architecture. \"by luck\" is how often {k} "
+               f"architectures drawn at random show the finding too: a finding counts as reappearing only when "
+               f"that is below 5%.\n\n")
     rows = []
     for claim, m in findings:
-        verdict = "yes" if m["holds"] else "no"
-        if m["holds"] and m["uniform_holds"]:
-            verdict = "yes, but chance gives it too"
-        rows.append([claim.text, m["paper"], m["top"], m["random"], m["uniform"], verdict])
-    out.append(md_table(["finding", "paper", f"TPE top {k}", "random top", "uniform", "reappears?"], rows))
+        if not m["holds"]:
+            verdict = "no"
+        elif m["luck"] < 0.05:
+            verdict = "yes"
+        else:
+            verdict = "only as often as by luck"
+        rows.append([claim.text, m["paper"], m["top"], m["random"], m["uniform"], f"{m['luck']:.0%}", verdict])
+    out.append(md_table(["finding", "paper", f"TPE top {k}", "random top", "uniform", "by luck", "reappears?"],
+                        rows))
     out.append(_stage_agreement(search, k))
     out.append("\n![choices per stage](search/choices.png)\n")
     return "".join(out)

@@ -21,6 +21,7 @@ from nas.reproduce import (
     best_after,
     best_by_trial,
     compare,
+    luck,
     pick_candidates,
     read_retrain,
     settings_from_run,
@@ -71,6 +72,11 @@ def test_uniform_sample_gives_chance_rates() -> None:
     assert V2_CLAIMS[0].value(archs) == pytest.approx(0.5, abs=0.04)  # two operators
     assert V2_CLAIMS[1].value(archs) == pytest.approx(0.25, abs=0.04)  # MBConv and SE
     assert abs(V2_CLAIMS[2].value(archs)) < 0.2  # the same expansions everywhere
+    # how often k random architectures show a finding: a majority of Fused early is a coin flip
+    assert 0.25 < luck(V2_CLAIMS[0], archs, k=6) < 0.75
+    assert luck(V2_CLAIMS[1], archs, k=30) < 0.05  # a majority of MBConv+SE (chance 25%) is rare
+    always = replace(V2_CLAIMS[0], holds=lambda a, v: True)
+    assert luck(always, archs, k=3, draws=20) == 1.0
 
 
 # -- candidates and verdicts -----------------------------------------------------------------
@@ -110,6 +116,8 @@ def test_compare_verdicts() -> None:
     worse = retrained((0.85, 0.01), (120.0, 5.0), (0.84, 0.01))
     assert compare(worse, ref) == ("loses to",
                                    "is dominated by the reference (-0.0500 accuracy at 1.20× the step time)")
+    noisy = retrained((0.91, 0.02), (80.0, 5.0), (0.93, 0.02))
+    assert compare(noisy, ref)[1].endswith("; the accuracy gap is within the spread over seeds)")
     # B0's cost axis is MACs, which do not vary between seeds
     cheap = replace(worse, macs=500)
     assert compare(cheap, replace(ref, macs=1000), "macs")[1].startswith("trades accuracy for less MACs")
