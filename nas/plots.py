@@ -109,7 +109,7 @@ def rank_scatter(path: Path, points: Sequence[Point], *, xlabel: str, ylabel: st
 def progress(
     path: Path, curves: dict[str, tuple[Sequence[int], Sequence[float | None]]], *, title: str,
     scatter: tuple[Sequence[int], Sequence[float]] | None = None, reference: float | None = None,
-    ylabel: str = "best reward so far",
+    ylabel: str = "best reward so far", xlabel: str = "trial number",
 ) -> Path:
     """Best-so-far curves against trial number (one per search), each trial's own value as
     faint dots, the reference's value as a dashed line."""
@@ -133,7 +133,7 @@ def progress(
     if reference is not None and math.isfinite(reference):
         ax.axhline(reference, color="tab:red", ls="--", lw=1, label="reference")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("trial number")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, alpha=0.3)

@@ -69,7 +69,7 @@ class RunData:
 
     def finished(self) -> int:
         """Trials that count toward the budget (interrupted ones are re-run, so they don't)."""
-        return sum(not _interrupted(r) for r in self.rows)
+        return sum(not interrupted(r) for r in self.rows)
 
     def objective(self) -> Objective | None:
         """The run's objective, to re-score trials of another run on this run's scale."""
@@ -127,7 +127,7 @@ def _load_normalisers(run: RunDir) -> Reference | None:
         return None
 
 
-def _interrupted(row: dict[str, Any]) -> bool:
+def interrupted(row: dict[str, Any]) -> bool:
     return row["state"] == "FAIL" and str(row.get("reason") or "").startswith("interrupted")
 
 

@@ -40,6 +40,7 @@ from nas.report import (
     arch_table,
     fmt,
     fmt_count,
+    interrupted,
     load_run,
     md_table,
     plural,
@@ -574,22 +575,28 @@ def uniform_sample(space: SearchSpace, n: int = 2000, seed: int = 0) -> list[Arc
 
 
 def best_by_trial(rows: Sequence[dict[str, Any]], objective: Objective | None) -> tuple[list[int], list[float | None]]:
-    """Trial numbers and the best reward so far (re-scored on `objective`'s scale when given)."""
-    numbers, rewards = [], []
+    """After how many finished trials each complete trial came, and the best reward so far
+    (re-scored on `objective`'s scale when given). Interrupted trials were run again, so they
+    do not count; pruned and failed ones do, as they do toward the budget."""
+    counts, rewards = [], []
+    finished = 0
     for r in sorted(rows, key=lambda r: r["number"]):
+        if interrupted(r):
+            continue
+        finished += 1
         if r["state"] != "COMPLETE" or r.get("accuracy") is None:
             continue
         value = objective.reward(r["accuracy"], r["step_ms"], r["params"], r["macs"]) if objective else r["reward"]
-        numbers.append(r["number"])
+        counts.append(finished)
         rewards.append(value)
-    return numbers, running_best(rewards)
+    return counts, running_best(rewards)
 
 
-def best_after(numbers: Sequence[int], best: Sequence[float | None], n: int) -> float | None:
-    """Best reward among trials numbered below n (the first n trials)."""
+def best_after(counts: Sequence[int], best: Sequence[float | None], n: int) -> float | None:
+    """Best reward among the first n finished trials."""
     value = None
-    for number, b in zip(numbers, best, strict=True):
-        if number < n:
+    for count, b in zip(counts, best, strict=True):
+        if count <= n:
             value = b
     return value
 
@@ -845,7 +852,7 @@ def _random_section(folder: Path, curves: dict[str, Any], search: RunData, basel
         named["random"] = curves["random"]
     ref = search.reference_row
     plots.progress(folder / "search_vs_random.png", named, title="best reward so far (same reward scale)",
-                   reference=ref["reward"] if ref else None)
+                   reference=ref["reward"] if ref else None, xlabel="trials finished")
     out.append("![search vs random](search_vs_random.png)\n")
     if "random" not in curves:
         return "".join(out) + "\nNo random baseline in this reproduction.\n"
@@ -853,7 +860,9 @@ def _random_section(folder: Path, curves: dict[str, Any], search: RunData, basel
     marks = sorted(n for n in {10, 20, 50, 100, 200, 500, 1000, curves["common"], last} if 0 < n <= last)
     rows = []
     for n in marks:
-        t, r = best_after(*curves["tpe"], n), best_after(*curves["random"], n)
+        # a run that has not reached n trials has no "best after n"
+        t = best_after(*curves["tpe"], n) if n <= search.finished() else None
+        r = best_after(*curves["random"], n) if baseline is not None and n <= baseline.finished() else None
         rows.append([n, fmt(t), fmt(r), fmt(t - r) if t is not None and r is not None else "–"])
     out.append("\nBest reward among the first N trials. Each run's trial 0 is the reference, and TPE's first 10 "
                "trials are random draws from the same seeds as the baseline's, so the two start alike:\n\n")

@@ -138,13 +138,15 @@ def test_summarise_retrain_means_over_seeds() -> None:
 
 def test_best_after_n_trials() -> None:
     arch = tiny_arch(("mbconv", 3, 4, 0.0))
-    rows = [row(0, arch, 0.5, 0.5), row(1, arch, 0.7, 0.7), row(2, arch, 0.0, 0.0, "FAIL"), row(3, arch, 0.9, 0.9)]
-    numbers, best = best_by_trial(rows, None)
-    assert numbers == [0, 1, 3] and best == [0.5, 0.7, 0.9]
-    assert best_after(numbers, best, 1) == 0.5
-    assert best_after(numbers, best, 3) == 0.7
-    assert best_after(numbers, best, 10) == 0.9
-    assert best_after(numbers, best, 0) is None
+    rows = [row(0, arch, 0.5, 0.5), row(1, arch, 0.7, 0.7), row(2, arch, 0.0, 0.0, "FAIL"),
+            row(3, arch, 0.0, 0.0, "FAIL"), row(4, arch, 0.9, 0.9)]
+    rows[3]["reason"] = "interrupted (worker died)"  # run again later: not one of the budget's trials
+    counts, best = best_by_trial(rows, None)
+    assert counts == [1, 2, 4] and best == [0.5, 0.7, 0.9]
+    assert best_after(counts, best, 1) == 0.5
+    assert best_after(counts, best, 3) == 0.7
+    assert best_after(counts, best, 4) == 0.9
+    assert best_after(counts, best, 0) is None
 
 
 # -- end to end ------------------------------------------------------------------------------
