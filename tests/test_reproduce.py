@@ -180,10 +180,12 @@ def test_tiny_reproduction_writes_the_study(reproduction: Path) -> None:
     parsed = tables(text)
     findings = next(t for t in parsed if t[0][0] == "finding")
     assert len(findings) - 1 == len(V2_CLAIMS)
-    assert all(r[-1].startswith(("yes", "no")) for r in findings[1:])
+    assert all(r[-1] in ("yes", "no", "only as often as by luck") for r in findings[1:])
+    assert all(r[-2].endswith("%") for r in findings[1:])  # how often random top-k sets show it
     results = next(t for t in parsed if t[0][0] == "role")
     assert [r[0] for r in results[1:]] == ["found", "reference", "rank"]
-    assert all(" ± " in r[3] for r in results[1:])
+    # mean ± std over the seeds; the rank-only architecture has one seed and no spread to show
+    assert [" ± " in r[3] for r in results[1:]] == [True, True, False]
 
 
 def test_running_it_again_reuses_every_part(reproduction: Path) -> None:
