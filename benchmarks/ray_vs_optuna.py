@@ -107,7 +107,8 @@ def main() -> None:
     print(f"ray in-trial overhead (median)   {statistics.median(in_trial):.2f} s")
     print(f"ray orchestration overhead/trial {statistics.median(handoffs) + statistics.median(in_trial):.2f} s "
           f"(hand-off + in-trial; target < 1 s)")
-    print(f"ray amortised overhead/trial     {amortised:.2f} s  ((2 x wall - trial work) / trials, start-up included)")
+    print(f"ray amortised overhead/trial     {amortised:.2f} s  ((2 x wall - trial work) / trials, start-up included; "
+          f"optuna: {(2 * optuna_s - optuna_busy) / args.budget:.2f} s)")
 
 
 if __name__ == "__main__":

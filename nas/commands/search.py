@@ -27,7 +27,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--pruner", choices=["median", "none"], default="median", help="stop weak trials early")
     p.add_argument("--objective", choices=["reward", "macs", "pareto"], help="default: the space's")
     p.add_argument("--workers", type=positive_int, default=1, help="worker processes on this machine")
-    p.add_argument("--storage", help="Optuna RDB URL (e.g. postgresql://...) instead of the run's journal file")
+    p.add_argument("--storage", help="Optuna RDB URL (e.g. postgresql://...) instead of the run's journal file; "
+                   "with --backend ray: a path or URI every node shares (NFS, s3://...) for Ray's checkpoints")
     p.add_argument("--epochs", type=positive_int, help="proxy epochs (default: the space's)")
     p.add_argument("--batch", type=positive_int, help="proxy batch size (default: the space's)")
     p.add_argument("--max-train", type=positive_int, help="train on at most this many images per trial")

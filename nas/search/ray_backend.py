@@ -134,6 +134,11 @@ def connect(options: RayOptions) -> None:
     except BaseException:
         ray.shutdown()
         raise
+    hosts = {n.get("NodeManagerHostname") for n in ray.nodes() if n.get("Alive")}
+    if len(hosts) > 1 and options.storage is None:
+        print(f"nas: note: the cluster spans {len(hosts)} machines and no --storage was given: trial checkpoints "
+              f"stay on the machine that wrote them, so a trial retried on another one starts over "
+              f"(give a path all nodes share, or s3://...)", file=sys.stderr)
 
 
 def check_fits(options: RayOptions) -> None:
@@ -212,9 +217,13 @@ def _restored_progress() -> dict[str, Any]:
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
         return {}
-    with checkpoint.as_directory() as folder:
-        path = Path(folder) / "progress.json"
-        return json.loads(path.read_text()) if path.is_file() else {}
+    try:
+        with checkpoint.as_directory() as folder:
+            path = Path(folder) / "progress.json"
+            return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError) as exc:  # written on a node whose disk this one cannot see
+        log.warning("cannot read the trial's checkpoint (%s); starting the trial over", exc)
+        return {}
 
 
 def run_trial(config: dict[str, Any], data: Dataset | None = None, job: TrialJob | None = None) -> None:
@@ -553,5 +562,5 @@ def _reconcile(results: tune.ResultGrid) -> None:
     assert _session is not None
     for result in results:
         config = result.config or {}
-        if NUMBER in config and int(config[NUMBER]) not in _session.records and result.metrics:
+        if NUMBER in config and int(config[NUMBER]) not in _session.records and (result.metrics or result.error):
             _session.record(config, result.metrics, error=result.error)

@@ -111,7 +111,7 @@ def test_search_runs_on_both_nodes_and_meets_the_budget(cluster: LoopbackCluster
 
 @needs_netns
 def test_asha_stops_weak_trials_and_they_are_pruned(cluster: LoopbackCluster, tmp_path: Path) -> None:
-    done = nas(cluster, "search", *FAST, "--epochs", "3", "--max-train", "300", "--budget", "6", "--name", "asha",
+    done = nas(cluster, "search", *FAST, "--epochs", "2", "--max-train", "300", "--budget", "6", "--name", "asha",
                "--address", cluster.address, "--sampler", "random", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     table = rows(tmp_path / "runs" / "asha")
@@ -119,24 +119,24 @@ def test_asha_stops_weak_trials_and_they_are_pruned(cluster: LoopbackCluster, tm
     pruned = [r for r in table if r["state"] == "PRUNED"]
     assert pruned, "ASHA (reduction factor 2, grace 1 epoch) should stop some of 6 trials"
     for r in pruned:  # stopped early, with the costs measured up front
-        assert int(r["epochs"]) < 3 and float(r["step_ms"]) > 0 and int(r["params"]) > 0
+        assert int(r["epochs"]) < 2 and float(r["step_ms"]) > 0 and int(r["params"]) > 0
         assert r["reward"], "a pruned row is still scored in the table (not in the sampler)"
     complete = [r for r in table if r["state"] == "COMPLETE"]
-    assert complete and all(int(r["epochs"]) == 3 for r in complete), "survivors train all epochs"
+    assert complete and all(int(r["epochs"]) == 2 for r in complete), "survivors train all epochs"
 
 
 @needs_netns
 def test_driver_killed_then_resume_loses_and_repeats_nothing(cluster: LoopbackCluster, tmp_path: Path) -> None:
-    budget = 8
+    budget = 6
     args = ["search", *FAST, "--epochs", "1", "--budget", str(budget), "--name", "res", "--address", cluster.address]
     proc = start_nas(cluster, *args, cwd=tmp_path)
     run = tmp_path / "runs" / "res"
     try:
-        wait_for_rows(run, 3, proc)
+        wait_for_rows(run, 2, proc)
     finally:
         stop(proc, sig=signal.SIGKILL)
     before = records(run)
-    assert 3 <= len(before) < budget
+    assert 2 <= len(before) < budget
 
     done = nas(cluster, *args, "--resume", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -145,14 +145,22 @@ def test_driver_killed_then_resume_loses_and_repeats_nothing(cluster: LoopbackCl
     for number, record in before.items():  # nothing finished was lost, re-run or rewritten
         assert after[number] == record
     assert len(rows(run)) == budget
-    assert len({r["arch"] for r in after.values()}) >= 2
-    resumed = (run / "config.yaml").read_text()
-    assert "resumed:" in resumed
+    assert "resumed:" in (run / "config.yaml").read_text()
+    # Tune's own view: exactly `budget` trials, and none that had finished trained again (a trial
+    # Tune re-ran after the restore reported its recorded result: `replayed`)
+    from ray.tune import ExperimentAnalysis
+
+    trials = ExperimentAnalysis(str(run / "ray" / "tune")).trials
+    assert sorted(t.config["number"] for t in trials) == list(range(budget))
+    for t in trials:
+        info = t.last_result["nas"]
+        if t.config["number"] in before:
+            assert info.get("replayed") or info["started_at"] == before[t.config["number"]]["started_at"]
 
 
 @needs_netns
 def test_worker_node_dies_and_the_search_still_meets_the_budget(cluster: LoopbackCluster, tmp_path: Path) -> None:
-    budget = 7
+    budget = 6
     proc = start_nas(cluster, "search", *FAST, "--epochs", "2", "--no-asha", "--budget", str(budget),
                      "--name", "fault", "--address", cluster.address, "--max-failures", "3", cwd=tmp_path)
     run = tmp_path / "runs" / "fault"
