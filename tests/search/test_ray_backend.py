@@ -7,6 +7,7 @@ inside the cluster's network namespace. Trials are the tiny space at 600 images 
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
 import signal
@@ -21,10 +22,9 @@ import pytest
 from tests.conftest import REPO, nas_env, run_nas
 from tests.search.ray_cluster import LoopbackCluster, namespaces_available, stop
 
-pytest.importorskip("ray.tune")
-
 FAST = ["--space", "tiny", "--max-train", "600", "--quiet", "--backend", "ray"]
 needs_netns = pytest.mark.skipif(not namespaces_available(), reason="needs `unshare -n` (root or user namespaces)")
+needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs ray[tune]")
 
 
 def env_1thread() -> dict[str, str]:
@@ -35,6 +35,7 @@ def env_1thread() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LoopbackCluster]:
+    pytest.importorskip("ray.tune")
     if not namespaces_available():
         pytest.skip("needs `unshare -n` (root or user namespaces)")
     cluster = LoopbackCluster(env_1thread())
@@ -191,6 +192,7 @@ def test_a_trial_bigger_than_any_node_fails_fast(cluster: LoopbackCluster, tmp_p
 
 
 # -- without a cluster ----------------------------------------------------------------------------
+@needs_ray
 def test_unreachable_address_fails_fast(tmp_path: Path) -> None:
     start = time.perf_counter()
     done = run_nas("search", *FAST, "--budget", "2", "--address", "127.0.0.1:9", cwd=tmp_path, timeout=90)
@@ -227,6 +229,7 @@ def test_ray_not_installed_is_one_line(tmp_path: Path) -> None:
     assert spaces.returncode == 0 and "tiny" in spaces.stdout
 
 
+@needs_ray
 @pytest.mark.parametrize("option, value, message", [
     ("--gpus-per-trial", "1.5", "a fraction in [0, 1] or a whole number"),
     ("--cpus-per-trial", "0", "must be a positive number"),
@@ -240,6 +243,7 @@ def test_bad_ray_options_are_one_line(tmp_path: Path, option: str, value: str, m
 
 # -- the searcher, without Ray running ------------------------------------------------------------
 def test_searcher_tells_optuna_pruned_and_failed_not_complete() -> None:
+    pytest.importorskip("ray.tune")
     import optuna
 
     from nas.search.ray_backend import NUMBER, DefineByRun, NumberedOptunaSearch
