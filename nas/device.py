@@ -97,5 +97,8 @@ def set_threads(workers: int = 1) -> int:
     """Split this machine's cores between `workers` processes; returns threads per process."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     threads = max(1, cores // max(1, workers))
+    limit = os.environ.get("OMP_NUM_THREADS", "")
+    if limit.isdigit() and int(limit) > 0:  # the user's cap wins (busy or shared machines)
+        threads = min(threads, int(limit))
     torch.set_num_threads(threads)
     return threads

@@ -27,7 +27,9 @@ def show_run(run: Any, top: int = 10) -> None:
     for r in rows:
         counts[r["state"]] = counts.get(r["state"], 0) + 1
     states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))
-    print(f"run {run.name}: {config.get('space')} space, {len(rows)}/{config.get('budget')} trials "
+    # trials failed as "interrupted" (their worker died) were run again and don't count
+    finished = sum(1 for r in rows if not (r["state"] == "FAIL" and str(r["reason"]).startswith("interrupted")))
+    print(f"run {run.name}: {config.get('space')} space, {finished}/{config.get('budget')} trials finished "
           f"({states or 'none yet'})")
     ranked = sorted((r for r in rows if r["reward"] is not None), key=lambda r: -r["reward"])
     for r in ranked[:top]:

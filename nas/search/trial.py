@@ -111,6 +111,11 @@ def measure_reference(settings: SearchSettings, data: Dataset, cache: StepTimeCa
     reference = settings.space.reference
     proxy_arch = settings.proxy.apply(reference)
     model = build(proxy_arch, num_classes=data.num_classes, in_channels=data.in_channels)
+    # The first timing in a process pays one-off kernel set-up (seen: 490 ms cold vs 256 ms
+    # warm); a throw-away pass keeps that out of the normaliser every reward divides by.
+    measure_step_time(model, batch=settings.measure_batch, resolution=proxy_arch.resolution,
+                      in_channels=data.in_channels, num_classes=data.num_classes, device=device,
+                      warmup=settings.measure.warmup, steps=2)
     costs = measure_costs(model, proxy_arch, settings, data, device, cache)
     full = build(reference, num_classes=data.num_classes, in_channels=data.in_channels)
     full_macs = count_macs(full, reference.resolution, data.in_channels)
