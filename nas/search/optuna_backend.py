@@ -31,7 +31,8 @@ from nas.errors import RunError
 from nas.measure import StepTimeCache
 from nas.objective import Objective, Reference
 from nas.runs import RunDir
-from nas.search.base import failure_reason, make_row, record_trial, result_attrs
+from nas.search.base import best_reward as base_best_reward
+from nas.search.base import failure_reason, make_row, record_trial, result_attrs, write_rows
 from nas.search.progress import Progress
 from nas.search.trial import evaluate, measure_reference
 from nas.settings import SearchSettings
@@ -241,32 +242,11 @@ def trial_rows(trials: list[FrozenTrial], objective: Objective) -> list[dict[str
 
 
 def best_reward(trials: list[FrozenTrial], objective: Objective) -> float | None:
-    rewards = [r["reward"] for r in trial_rows(trials, objective) if r["state"] == "COMPLETE"]
-    return max(rewards, default=None)
+    return base_best_reward(trial_rows(trials, objective))
 
 
 def write_tables(run: RunDir, trials: list[FrozenTrial], objective: Objective) -> None:
-    rows = trial_rows(trials, objective)
-    pareto = None
-    if objective.spec.kind == "pareto":
-        front = {
-            t.number
-            for t in trials
-            if t.state == TrialState.COMPLETE and not _dominated(t, trials)
-        }
-        pareto = [r for r in rows if r["number"] in front]
-    run.write_results(rows, pareto)
-
-
-def _dominated(trial: FrozenTrial, trials: list[FrozenTrial]) -> bool:
-    acc, ms = trial.values
-    for other in trials:
-        if other.state != TrialState.COMPLETE or other.number == trial.number:
-            continue
-        o_acc, o_ms = other.values
-        if o_acc >= acc and o_ms <= ms and (o_acc > acc or o_ms < ms):
-            return True
-    return False
+    write_rows(run, trial_rows(trials, objective), objective)
 
 
 # -- several worker processes ------------------------------------------------------------------
