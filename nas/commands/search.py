@@ -130,7 +130,7 @@ def _ray_options(args: argparse.Namespace, saved: dict[str, Any], backend: Any) 
         return given if given is not None else old.get(name, getattr(defaults, name))
 
     return backend.RayOptions(
-        address=args.address,  # a resumed run may have a new head address; None means local
+        address=args.address or old.get("address"),  # None: a local Ray
         cpus_per_trial=pick("cpus_per_trial", args.cpus_per_trial),
         gpus_per_trial=pick("gpus_per_trial", args.gpus_per_trial),
         max_concurrent=pick("max_concurrent", args.max_concurrent),

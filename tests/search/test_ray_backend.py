@@ -139,7 +139,8 @@ def test_driver_killed_then_resume_loses_and_repeats_nothing(cluster: LoopbackCl
     before = records(run)
     assert 2 <= len(before) < budget
 
-    done = nas(cluster, *args, "--resume", cwd=tmp_path)
+    # as a user would: the run remembers its backend, address, budget and space
+    done = nas(cluster, "search", "--name", "res", "--resume", "--quiet", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     after = records(run)
     assert sorted(after) == list(range(budget))
