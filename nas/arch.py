@@ -209,15 +209,7 @@ class Arch:
         allowed = {"name", "resolution", "width", "depth", "dropout", "drop_path", "stem", "head",
                    "stages", "string"}
         v.known_keys(data, "", allowed)
-        stem = data.get("stem")
-        v.mapping(stem, "stem")
-        v.known_keys(stem, "stem", {"channels", "stride"})
-        head = data.get("head", {"channels": 1280})
-        v.mapping(head, "head")
-        v.known_keys(head, "head", {"channels"})
-        stages_raw = data.get("stages")
-        if not isinstance(stages_raw, list) or not stages_raw:
-            v.fail("stages", stages_raw, "a non-empty list of stages")
+        stem, head, stages_raw = parse_frame(data, v)
         stages = tuple(parse_stage(s, f"stages[{i}]", v) for i, s in enumerate(stages_raw))
         name = data.get("name")
         if name is not None and not isinstance(name, str):
@@ -256,6 +248,20 @@ class Arch:
         except UnicodeDecodeError:
             raise ConfigError(f"{path}: cannot read architecture file (not UTF-8 text)") from None
         return cls.from_yaml(text, source=str(path))
+
+
+def parse_frame(data: dict, v: _Validator) -> tuple[dict, dict, list]:
+    """The parts an architecture and a search space share: stem, head and the stage list."""
+    stem = data.get("stem")
+    v.mapping(stem, "stem")
+    v.known_keys(stem, "stem", {"channels", "stride"})
+    head = data.get("head", {"channels": 1280})
+    v.mapping(head, "head")
+    v.known_keys(head, "head", {"channels"})
+    stages = data.get("stages")
+    if not isinstance(stages, list) or not stages:
+        v.fail("stages", stages, "a non-empty list of stages")
+    return stem, head, stages
 
 
 def parse_stage(raw: Any, where: str, v: _Validator) -> Stage:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
-from typing import NoReturn
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
 from nas.errors import NASError
 
@@ -24,24 +24,26 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"nas: error: {message} (see '{self.prog} --help')\n")
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, but got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, but got {text!r}")
-    return value
+def _bounded(cast: type, accept: Callable[[float], bool], allowed: str) -> Callable[[str], Any]:
+    """An argparse type: `cast(text)` that `accept`s, else "must be <allowed>, but got <text>"."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {allowed}, but got {text!r}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"must be {allowed}, but got {text!r}")
+        return value
+
+    return parse
 
 
-def fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in (0, 1), but got {text!r}") from None
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be a number in (0, 1), but got {text!r}")
-    return value
+positive_int = _bounded(int, lambda v: v >= 1, "a positive integer")
+non_negative_int = _bounded(int, lambda v: v >= 0, "an integer >= 0")
+positive_float = _bounded(float, lambda v: v > 0, "a positive number")
+non_negative_float = _bounded(float, lambda v: v >= 0, "a number >= 0")
+fraction = _bounded(float, lambda v: 0.0 < v < 1.0, "a number in (0, 1)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import yaml
 
-from nas.arch import KERNELS, OPS, STRIDES, Arch, Stage, Validator
+from nas.arch import KERNELS, OPS, STRIDES, Arch, Stage, Validator, parse_frame
 from nas.errors import ConfigError, describe
 from nas.resources import load_arch, reference_names, space_path
 
@@ -203,15 +203,7 @@ def _parse_space(data: Any, source: str, base_dir: Path) -> SearchSpace:
     about = data.get("about", "")
     if not isinstance(about, str):
         v.fail("about", about, "a string")
-    stem = data.get("stem")
-    v.mapping(stem, "stem")
-    v.known_keys(stem, "stem", {"channels", "stride"})
-    head = data.get("head", {"channels": 1280})
-    v.mapping(head, "head")
-    v.known_keys(head, "head", {"channels"})
-    raw_stages = data.get("stages")
-    if not isinstance(raw_stages, list) or not raw_stages:
-        v.fail("stages", raw_stages, "a non-empty list of stages")
+    stem, head, raw_stages = parse_frame(data, v)
     stages = tuple(_parse_stage_space(s, f"stages[{i}]", v) for i, s in enumerate(raw_stages))
     proxy = _parse_proxy(data.get("proxy", {}), v)
     stem_stride = v.choice(stem.get("stride", 2), "stem.stride", STRIDES)

@@ -8,18 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nas.cli import EXIT_INTERRUPTED, positive_int
+from nas.cli import EXIT_INTERRUPTED, non_negative_int, positive_int
 from nas.errors import ConfigError
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, but got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, but got {text!r}")
-    return value
 
 
 def add_parser(sub: Any) -> None:
@@ -32,14 +22,14 @@ def add_parser(sub: Any) -> None:
     p.add_argument("target", choices=["v2s", "b0"], help="v2s (EfficientNetV2-S) or b0 (EfficientNet-B0)")
     p.add_argument("--budget", type=positive_int, default=200,
                    help="search trials (default 200, ~40 min on 2 CPU cores)")
-    p.add_argument("--baseline-budget", type=_count, default=None,
+    p.add_argument("--baseline-budget", type=non_negative_int, default=None,
                    help="random-search trials (default: a quarter of --budget so 200 fits in about an hour; "
                         "0: no baseline; pass --budget's value for the full comparison)")
     p.add_argument("--top", type=positive_int, default=3, help="best distinct architectures to retrain (default 3)")
     p.add_argument("--seeds", type=positive_int, default=3, help="seeds per retrained architecture (default 3)")
     p.add_argument("--retrain-epochs", type=positive_int, default=None,
                    help="epochs of the longer training, on the whole training split (default: 2x the proxy's)")
-    p.add_argument("--rank-extra", type=_count, default=3,
+    p.add_argument("--rank-extra", type=non_negative_int, default=3,
                    help="more architectures, spread over the proxy ranking, retrained with one seed for Kendall tau "
                         "(default 3)")
     p.add_argument("--name", help="reproduction name (default: <target>-repro)")

@@ -8,7 +8,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nas.cli import EXIT_INTERRUPTED, fraction, positive_int
+from nas.cli import (
+    EXIT_INTERRUPTED,
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from nas.errors import ConfigError
 
 
@@ -46,36 +53,6 @@ def add_parser(sub: Any) -> None:
     ray.add_argument("--no-asha", action="store_true", help="do not stop weak trials early with ASHA")
     ray.add_argument("--max-failures", type=non_negative_int, default=None,
                      help="retries of a trial whose worker or node died (default 2)")
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number, but got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, but got {text!r}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, but got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, but got {text!r}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, but got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, but got {text!r}")
-    return value
 
 
 def _space_text_and_settings(args: argparse.Namespace, run: Any) -> tuple[str, Any]:
