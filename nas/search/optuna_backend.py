@@ -33,6 +33,7 @@ from nas.objective import Objective, Reference
 from nas.runs import RunDir
 from nas.search.base import best_reward as base_best_reward
 from nas.search.base import failure_reason, make_row, record_trial, result_attrs, write_rows
+from nas.search.journal_lock import FlockJournalLock
 from nas.search.progress import Progress
 from nas.search.trial import evaluate, measure_reference
 from nas.settings import SearchSettings
@@ -45,7 +46,8 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 def open_storage(run: RunDir, url: str | None = None) -> optuna.storages.BaseStorage:
     if url:
         return optuna.storages.RDBStorage(url)
-    return JournalStorage(JournalFileBackend(str(run.journal_path)))
+    journal = str(run.journal_path.resolve())
+    return JournalStorage(JournalFileBackend(journal, lock_obj=FlockJournalLock(journal)))
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
