@@ -1,7 +1,8 @@
 """Cost measurements of a model: parameters, multiply-adds and training-step time.
 
-Step time is measured exclusively per device (an inter-process file lock), because trials that
-share a device would otherwise time each other's work. Timings are cached in a JSON file keyed
+Step time is measured with the device to itself (`nas.device_gate`: other measurements and
+other trials' training steps wait), because trials that share a device would otherwise time
+each other's work. Timings are cached in a JSON file keyed
 by (architecture, device, batch, resolution, dtype) so a search does not re-time repeats.
 """
 
@@ -9,15 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import errno
 import fcntl
 import json
 import logging
 import os
-import re
 import statistics
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -29,6 +27,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from nas.device import prepare, synchronize, to_device, train_step
+from nas.device_gate import exclusive_device
 from nas.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -59,111 +58,6 @@ def count_macs(model: nn.Module, resolution: int, in_channels: int) -> int:
     finally:
         model.train(was_training)
     return int(counter.get_total_flops()) // 2
-
-
-# -- device lock -----------------------------------------------------------------------------
-def _device_slug(device: torch.device) -> str:
-    """File-name-safe identity of the physical device the lock protects."""
-    if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        # The UUID names the physical GPU even when CUDA_VISIBLE_DEVICES renumbers devices
-        # (Ray gives every trial its own "cuda:0"); fall back to the index without it.
-        uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
-        if uuid is not None:
-            return "cuda-" + re.sub(r"[^A-Za-z0-9]+", "", str(uuid))
-        return f"cuda{index}"
-    # every process on the host shares the CPU cores, whatever their index
-    return re.sub(r"[^A-Za-z0-9]+", "", device.type)
-
-
-def lock_path(device: torch.device) -> Path:
-    """The lock file that serialises timing on `device` across processes."""
-    return Path(tempfile.gettempdir()) / f"nas-measure-{_device_slug(device)}.lock"
-
-
-class _HeldLock:
-    """Process-local state of one lock file: flock is per open file, so nesting in one process
-    must reuse the descriptor instead of deadlocking on a second one."""
-
-    def __init__(self) -> None:
-        self.thread_lock = threading.RLock()  # excludes other threads of this process
-        self.fd: int | None = None
-        self.depth = 0
-
-
-_HELD: dict[Path, _HeldLock] = {}
-_HELD_GUARD = threading.Lock()
-
-
-def _forget_locks_in_child() -> None:
-    # A forked child (e.g. a DataLoader worker) shares the parent's lock descriptors; closing its
-    # copies keeps it from holding the device lock after the parent releases it.
-    global _HELD_GUARD
-    for held in _HELD.values():
-        if held.fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(held.fd)
-        held.fd = None  # so a `with` block the child unwinds cannot close a reused descriptor
-    _HELD.clear()
-    _HELD_GUARD = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_locks_in_child)
-
-
-def _flock(fd: int, deadline: float | None) -> bool:
-    if deadline is None:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        return True
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.01)
-
-
-def _open_lock_file(path: Path) -> int:
-    try:
-        return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except PermissionError:
-        # another user's lock file in a shared /tmp: flock works on a read-only descriptor too
-        return os.open(path, os.O_RDONLY)
-
-
-@contextlib.contextmanager
-def exclusive_device(device: torch.device, timeout: float | None = None) -> Iterator[None]:
-    """Hold the device's measurement lock (exclusive across processes and threads; re-entrant
-    within a thread). With `timeout` (seconds) raise TimeoutError instead of waiting longer."""
-    path = lock_path(device)
-    with _HELD_GUARD:
-        held = _HELD.setdefault(path, _HeldLock())
-    deadline = None if timeout is None else time.monotonic() + timeout
-    if not held.thread_lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
-        raise TimeoutError(f"device lock {path} is held by another thread")
-    try:
-        if held.depth == 0:
-            fd = _open_lock_file(path)
-            if not _flock(fd, deadline):
-                os.close(fd)
-                raise TimeoutError(f"device lock {path} is held by another process")
-            held.fd = fd
-        held.depth += 1
-        try:
-            yield
-        finally:
-            held.depth -= 1
-            if held.depth == 0 and held.fd is not None:
-                # closing the descriptor releases the flock
-                os.close(held.fd)
-                held.fd = None
-    finally:
-        held.thread_lock.release()
 
 
 # -- step time -------------------------------------------------------------------------------

@@ -10,16 +10,20 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
 from nas.data import Dataset
 from nas.device import autocast, prepare, to_device, train_step
+from nas.device_gate import shared_device
 from nas.errors import TrialError
 
 # Called after every epoch with (epoch, val_acc); returning False stops training (pruning).
 EpochCallback = Callable[[int, float], "bool | None"]
+# Called after every epoch with the state a retried trial resumes from (see `proxy_train`).
+StateCallback = Callable[[dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,7 @@ def evaluate_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tens
                       batch: int = 512) -> float:
     model.eval()
     correct = 0
-    with torch.no_grad():
+    with torch.no_grad(), shared_device(device):
         for start in range(0, len(images), batch):
             x = to_device(images[start : start + batch], device)
             with autocast(device):
@@ -71,7 +75,7 @@ def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, device: torch.
         m.reset_running_stats()
         m.momentum = None  # cumulative average over the batches below
     model.train()
-    with torch.no_grad():
+    with torch.no_grad(), shared_device(device):
         for start in range(0, min(samples, len(images)), batch):
             with autocast(device):
                 model(to_device(images[start : start + batch], device))
@@ -97,10 +101,17 @@ def proxy_train(
     recipe: ProxyRecipe,
     device: torch.device,
     on_epoch: EpochCallback | None = None,
+    *,
+    resume: dict[str, Any] | None = None,
+    on_state: StateCallback | None = None,
 ) -> ProxyOutcome:
     """Train briefly; `on_epoch(epoch, val_acc)` returning False stops early (pruning).
 
-    Raises TrialError when the loss becomes NaN or infinite.
+    `on_state(state)` gets, after every epoch, everything needed to go on from there (weights,
+    optimizer, schedule, data order, history; tensors only, so `torch.load(weights_only=True)`
+    reads it back); `resume=state` continues a run from it, and ends where an uninterrupted run
+    would have. Every step holds the device gate shared, so a measurement on the same device
+    never times this training. Raises TrialError when the loss becomes NaN or infinite.
     """
     torch.manual_seed(recipe.seed)
     model = prepare(model, device)
@@ -116,14 +127,19 @@ def proxy_train(
     schedule = warmup_cosine(optimizer, recipe.epochs * steps_per_epoch, recipe.warmup_fraction)
     generator = torch.Generator().manual_seed(recipe.seed)
     outcome = ProxyOutcome(accuracy=0.0)
-    for epoch in range(1, recipe.epochs + 1):
+    first_epoch = 1
+    if resume is not None:
+        first_epoch = _restore(resume, model, optimizer, schedule, generator, outcome) + 1
+        _set_rng_state(device, resume["rng"])  # dropout and drop-path go on as if never stopped
+    for epoch in range(first_epoch, recipe.epochs + 1):
         model.train()
         order = torch.randperm(len(train_x), generator=generator).to(device)
         loss_sum = torch.zeros((), device=device)
         epoch_start = time.perf_counter()
         for step in range(steps_per_epoch):
             idx = order[step * recipe.batch : (step + 1) * recipe.batch]
-            loss_sum += train_step(model, optimizer, to_device(train_x[idx], device), train_y[idx], device)
+            with shared_device(device):
+                loss_sum += train_step(model, optimizer, to_device(train_x[idx], device), train_y[idx], device)
             schedule.step()
         mean_loss = float(loss_sum) / steps_per_epoch  # one host sync per epoch
         outcome.step_seconds += time.perf_counter() - epoch_start
@@ -134,7 +150,43 @@ def proxy_train(
         outcome.steps += steps_per_epoch
         outcome.images += steps_per_epoch * recipe.batch
         outcome.history.append({"epoch": epoch, "train_loss": mean_loss, "val_acc": outcome.accuracy})
+        if on_state is not None:
+            on_state({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                      "schedule": schedule.state_dict(), "generator": generator.get_state(),
+                      "rng": _rng_state(device),
+                      "history": outcome.history, "steps": outcome.steps, "images": outcome.images,
+                      "step_seconds": outcome.step_seconds})
         if on_epoch is not None and on_epoch(epoch, outcome.accuracy) is False:
             outcome.stopped_early = epoch < recipe.epochs
             break
     return outcome
+
+
+def _rng_state(device: torch.device) -> list[torch.Tensor]:
+    """The global generators dropout and drop-path draw from (CPU, and the device's on CUDA)."""
+    states = [torch.get_rng_state()]
+    if device.type == "cuda":
+        states.append(torch.cuda.get_rng_state(device))
+    return states
+
+
+def _set_rng_state(device: torch.device, states: list[torch.Tensor]) -> None:
+    torch.set_rng_state(states[0])
+    if device.type == "cuda" and len(states) > 1:
+        torch.cuda.set_rng_state(states[1], device)
+
+
+def _restore(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
+             schedule: torch.optim.lr_scheduler.LRScheduler, generator: torch.Generator,
+             outcome: ProxyOutcome) -> int:
+    """Load a state `proxy_train` handed to `on_state`; returns the epoch it ended."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    generator.set_state(state["generator"])
+    outcome.history = [dict(row) for row in state["history"]]
+    outcome.accuracy = outcome.history[-1]["val_acc"] if outcome.history else 0.0
+    outcome.steps = int(state["steps"])
+    outcome.images = int(state["images"])
+    outcome.step_seconds = float(state["step_seconds"])
+    return int(state["epoch"])

@@ -1,11 +1,9 @@
-"""Measurement tests: counts by hand, step timing side effects, cache sharing, device lock."""
+"""Measurement tests: counts by hand, step timing side effects, cache sharing."""
 
 from __future__ import annotations
 
 import json
 import math
-import multiprocessing as mp
-import threading
 
 import pytest
 import torch
@@ -16,8 +14,6 @@ from nas.measure import (
     StepTimeCache,
     count_macs,
     count_params,
-    exclusive_device,
-    lock_path,
     measure_step_time,
     step_time_key,
 )
@@ -113,69 +109,6 @@ def test_key_separates_datasets() -> None:
     assert mnist != cifar
 
 
-def test_lock_file_name() -> None:
-    assert lock_path(CPU).name == "nas-measure-cpu.lock"
-
-
-# Runs in a spawned child via the builtin `exec`, so the child need not import this test module
-# (it is not importable under pytest's importlib mode). First attempt while the parent holds the
-# lock, second after the parent released it.
-_CHILD = """
-import torch
-from nas.measure import exclusive_device
-cpu = torch.device("cpu")
-held.wait(30)
-try:
-    with exclusive_device(cpu, timeout=0.3):
-        results.put("acquired")
-except TimeoutError:
-    results.put("held")
-released.wait(30)
-with exclusive_device(cpu, timeout=30):
-    results.put("acquired")
-"""
-
-
-def test_exclusive_device_excludes_other_process() -> None:
-    ctx = mp.get_context("spawn")
-    held, released, results = ctx.Event(), ctx.Event(), ctx.Queue()
-    scope = {"held": held, "released": released, "results": results}
-    child = ctx.Process(target=exec, args=(_CHILD, scope))
-    child.start()
-    try:
-        with exclusive_device(CPU):
-            held.set()
-            assert results.get(timeout=30) == "held"
-        released.set()
-        assert results.get(timeout=30) == "acquired"
-    finally:
-        child.join(30)
-        if child.is_alive():
-            child.kill()
-    assert child.exitcode == 0
-
-
-def test_exclusive_device_reentrant_and_excludes_threads() -> None:
-    outcome: list[str] = []
-
-    def other_thread() -> None:
-        try:
-            with exclusive_device(CPU, timeout=0.1):
-                outcome.append("acquired")
-        except TimeoutError:
-            outcome.append("held")
-
-    with exclusive_device(CPU), exclusive_device(CPU):  # nesting in one thread must not deadlock
-        t = threading.Thread(target=other_thread)
-        t.start()
-        t.join()
-    assert outcome == ["held"]
-    t = threading.Thread(target=other_thread)
-    t.start()
-    t.join()
-    assert outcome == ["held", "acquired"]
-
-
 @pytest.mark.parametrize("bad", [dict(steps=0), dict(warmup=-1), dict(batch=0)])
 def test_step_time_rejects_bad_settings(bad: dict) -> None:
     from nas.errors import ConfigError
@@ -184,18 +117,3 @@ def test_step_time_rejects_bad_settings(bad: dict) -> None:
     kwargs.update(bad)
     with pytest.raises(ConfigError):
         measure_step_time(nn.Linear(1, 1), **kwargs)
-
-
-def test_forked_child_does_not_keep_the_lock() -> None:
-    ctx = mp.get_context("fork")
-    release = ctx.Event()
-    with exclusive_device(CPU):
-        # a child forked while the lock is held (like a DataLoader worker) outlives the hold
-        child = ctx.Process(target=release.wait, args=(30,))
-        child.start()
-    try:
-        with exclusive_device(CPU, timeout=5):
-            pass
-    finally:
-        release.set()
-        child.join(30)

@@ -43,16 +43,14 @@ from ray.tune.search.optuna import OptunaSearch
 
 from nas.arch import Arch
 from nas.data import Dataset, load_dataset
-from nas.device import resolve_device
 from nas.errors import ConfigError, RunError
 from nas.measure import StepTimeCache
-from nas.model import build
 from nas.objective import Objective, Reference
 from nas.runs import RunDir
 from nas.search.base import METRIC_KEYS, best_reward, failure_reason, record_trial, result_attrs, write_rows
 from nas.search.optuna_backend import make_sampler
 from nas.search.progress import Progress
-from nas.search.trial import evaluate, measure_costs, measure_reference
+from nas.search.trial import measure_reference, prepare_candidate, train_candidate
 from nas.settings import SearchSettings
 from nas.space import SearchSpace
 
@@ -206,28 +204,43 @@ def tune_metrics(objective: Objective, accuracy: float, step_ms: float, params: 
             "score": float(score) if math.isfinite(score) else 0.0}
 
 
-def _report(metrics: dict[str, Any], info: dict[str, Any], progress: dict[str, Any]) -> None:
-    """tune.report with a checkpoint of the trial's progress, so a retry picks up from it."""
+STATE_FILE = "state.pt"  # the proxy trainer's state after the checkpoint's epoch
+
+
+def _report(metrics: dict[str, Any], info: dict[str, Any], progress: dict[str, Any],
+            state: dict[str, Any] | None = None) -> None:
+    """tune.report with a checkpoint of the trial's progress (and training state, when given),
+    so a retry picks up from it."""
     with tempfile.TemporaryDirectory(prefix="nas-ckpt-") as folder:
         (Path(folder) / "progress.json").write_text(json.dumps(progress))
+        if state is not None:
+            torch.save(state, Path(folder) / STATE_FILE)
         tune.report(dict(metrics, nas=info), checkpoint=tune.Checkpoint.from_directory(folder))
 
 
 def _restored_progress() -> dict[str, Any]:
+    """The last checkpoint's progress; its training state (if any) under "state"."""
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
         return {}
     try:
         with checkpoint.as_directory() as folder:
             path = Path(folder) / "progress.json"
-            return json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, ValueError) as exc:  # written on a node whose disk this one cannot see
+            progress = json.loads(path.read_text()) if path.is_file() else {}
+            if (Path(folder) / STATE_FILE).is_file():
+                progress["state"] = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+            return progress
+    except (OSError, ValueError, RuntimeError) as exc:  # e.g. written on a node whose disk this one cannot see
         log.warning("cannot read the trial's checkpoint (%s); starting the trial over", exc)
         return {}
 
 
 def run_trial(config: dict[str, Any], data: Dataset | None = None, job: TrialJob | None = None) -> None:
-    """One Tune trial: build, time, proxy-train (via `evaluate`), reporting every epoch."""
+    """One Tune trial: build, time, proxy-train, reporting (and checkpointing) every epoch.
+
+    A retry after the trial's actor or node died resumes training from the last epoch's
+    checkpoint instead of starting over.
+    """
     assert data is not None and job is not None
     torch.set_num_threads(job.threads)
     settings, objective = job.settings, job.objective
@@ -246,45 +259,40 @@ def run_trial(config: dict[str, Any], data: Dataset | None = None, job: TrialJob
         return
 
     start = time.perf_counter()
-    base = {"final": False, "arch": arch.to_string(), "state": "RUNNING", **where}
+    resume = progress.get("state")
+    base = {"final": False, "arch": arch.to_string(), "state": "RUNNING",
+            "resumed_from_epoch": int(resume["epoch"]) if resume else 0, **where}
     try:
-        # Costs first (evaluate's own measurement then hits the cache), so that every epoch's
-        # report, and the row of a trial ASHA stops, carries step time, params and MACs.
-        device = resolve_device(settings.device)
-        proxy_arch = settings.proxy.apply(arch)
-        torch.manual_seed(settings.seed)
-        model = build(proxy_arch, num_classes=data.num_classes, in_channels=data.in_channels)
-        cache = node_cache(job.cache_name)
-        costs = measure_costs(model, proxy_arch, settings, data, device, cache)
-        del model
+        # Costs first, so that every epoch's report, and the row of a trial ASHA stops, carries
+        # step time, params and MACs.
+        candidate = prepare_candidate(arch, settings, data, node_cache(job.cache_name))
+        costs = candidate.costs
         counts = {"step_ms": costs.step.median_ms, "step_spread": costs.step.spread, "params": costs.params,
                   "macs": costs.macs}
-        accs: list[float] = []
-        done_epochs = int(progress.get("epochs", 0))  # reported before a retry: not reported again
+        latest: dict[str, Any] = {}
 
         def on_epoch(epoch: int, accuracy: float) -> bool:
-            accs.append(accuracy)
             # the last epoch is reported once, as the final result: were it an intermediate
             # report too, ASHA would stop the trial there (max_t) before its final result
-            if epoch <= done_epochs or epoch >= settings.proxy.epochs:
+            if epoch >= settings.proxy.epochs:
                 return True
-            history = [{"epoch": i + 1, "val_acc": a, "train_loss": float("nan")} for i, a in enumerate(accs)]
-            info = dict(base, **counts, accuracy=accuracy, epochs=epoch, history=history,
+            state = latest.pop("state")
+            info = dict(base, **counts, accuracy=accuracy, epochs=epoch, history=list(state["history"]),
                         seconds=round(time.perf_counter() - start, 3))
             metrics = tune_metrics(objective, accuracy, costs.step.median_ms, costs.params, costs.macs)
-            _report(metrics, info, {"epochs": epoch})
+            _report(metrics, info, {"epochs": epoch}, state=state)
             return True
 
-        result = evaluate(arch, settings, data, on_epoch=on_epoch, cache=cache)
+        result = train_candidate(candidate, settings, data, on_epoch, resume=resume,
+                                 on_state=lambda state: latest.update(state=state))
     except Exception as exc:  # the candidate's own failure: recorded, never retried by Tune
         info = dict(base, final=True, state="FAIL", reason=failure_reason(exc),
                     traceback="".join(traceback.format_exception(exc)),
                     seconds=round(time.perf_counter() - start, 3))
         final = {"metrics": {"accuracy": 0.0, "step_ms": 0.0, "score": 0.0}, "nas": info}
     else:
-        info = dict(base, final=True, state="COMPLETE", **result_attrs(result), history=result.history)
-        # the step was timed up front (evaluate's own measurement hit the cache): count that time
-        info["seconds"] = round(costs.seconds + result.train_seconds, 3)
+        info = dict(base, final=True, state="COMPLETE", **result_attrs(result), history=result.history,
+                    seconds=round(costs.seconds + result.train_seconds, 3))
         metrics = tune_metrics(objective, result.accuracy, result.step_ms, result.params, result.macs)
         final = {"metrics": metrics, "nas": info}
     final["nas"]["ended_at"] = time.time()
@@ -421,7 +429,8 @@ class Session:
             attrs.update({k: info.get(k) for k in METRIC_KEYS}, reason=info.get("reason", ""))
         extra = {"node_id": info.get("node_id"), "node_ip": result.get("node_ip"), "hostname": result.get("hostname"),
                  "pid": info.get("pid"), "ray_trial_id": result.get("trial_id"), "ray_failures": failures,
-                 "started_at": info.get("started_at"), "ended_at": info.get("ended_at"), "recorded_at": time.time()}
+                 "resumed_from_epoch": info.get("resumed_from_epoch", 0), "started_at": info.get("started_at"),
+                 "ended_at": info.get("ended_at"), "recorded_at": time.time()}
         history = [h for h in info.get("history") or [] if isinstance(h, dict)]
         row = record_trial(self.run, number, arch, state, attrs, self.objective, history=history, error=error,
                            extra=extra)

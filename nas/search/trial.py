@@ -19,7 +19,7 @@ from nas.measure import StepTime, StepTimeCache, count_macs, count_params, measu
 from nas.model import build
 from nas.objective import Reference
 from nas.settings import SearchSettings
-from nas.train import EpochCallback, proxy_train
+from nas.train import EpochCallback, StateCallback, proxy_train
 
 
 @dataclass
@@ -74,23 +74,43 @@ def measure_costs(
     return Costs(params=params, macs=macs, step=step, seconds=time.perf_counter() - start)
 
 
-def evaluate(
-    arch: Arch,
-    settings: SearchSettings,
-    data: Dataset,
-    on_epoch: EpochCallback | None = None,
-    cache: StepTimeCache | None = None,
-) -> TrialResult:
-    """Proxy-evaluate one full-size architecture. Raises TrialError on divergence."""
+@dataclass
+class Candidate:
+    """An architecture built at the proxy size (seeded weights), counted and timed, not yet trained."""
+
+    arch: Arch
+    model: torch.nn.Module
+    costs: Costs
+    device: torch.device
+
+
+def prepare_candidate(arch: Arch, settings: SearchSettings, data: Dataset,
+                      cache: StepTimeCache | None = None) -> Candidate:
+    """Build and measure one full-size architecture at the proxy size."""
     device = resolve_device(settings.device)
     proxy_arch = settings.proxy.apply(arch)
     torch.manual_seed(settings.seed)  # the same architecture starts from the same weights
     model = build(proxy_arch, num_classes=data.num_classes, in_channels=data.in_channels)
-    costs = measure_costs(model, proxy_arch, settings, data, device, cache)
+    return Candidate(arch, model, measure_costs(model, proxy_arch, settings, data, device, cache), device)
+
+
+def train_candidate(
+    candidate: Candidate,
+    settings: SearchSettings,
+    data: Dataset,
+    on_epoch: EpochCallback | None = None,
+    *,
+    resume: dict[str, Any] | None = None,
+    on_state: StateCallback | None = None,
+) -> TrialResult:
+    """Proxy-train a prepared candidate (optionally from a saved state, see `proxy_train`).
+    Raises TrialError on divergence."""
     start = time.perf_counter()
-    outcome = proxy_train(model, data, settings.recipe(), device, on_epoch=on_epoch)
+    outcome = proxy_train(candidate.model, data, settings.recipe(), candidate.device, on_epoch=on_epoch,
+                          resume=resume, on_state=on_state)
+    costs = candidate.costs
     return TrialResult(
-        arch=arch.to_string(),
+        arch=candidate.arch.to_string(),
         accuracy=outcome.accuracy,
         step_ms=costs.step.median_ms,
         step_spread=costs.step.spread,
@@ -100,9 +120,20 @@ def evaluate(
         history=outcome.history,
         train_seconds=time.perf_counter() - start,
         measure_seconds=costs.seconds,
-        device=device_name(device),
+        device=device_name(candidate.device),
         stopped_early=outcome.stopped_early,
     )
+
+
+def evaluate(
+    arch: Arch,
+    settings: SearchSettings,
+    data: Dataset,
+    on_epoch: EpochCallback | None = None,
+    cache: StepTimeCache | None = None,
+) -> TrialResult:
+    """Proxy-evaluate one full-size architecture. Raises TrialError on divergence."""
+    return train_candidate(prepare_candidate(arch, settings, data, cache), settings, data, on_epoch)
 
 
 def measure_reference(settings: SearchSettings, data: Dataset, cache: StepTimeCache | None = None) -> Reference:

@@ -1,0 +1,168 @@
+"""The device gate: measurements exclude each other and other processes' training steps."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import threading
+import time
+
+import pytest
+import torch
+
+from nas.device_gate import exclusive_device, gate_path, lock_path, shared_device
+
+CPU = torch.device("cpu")
+
+
+def test_lock_file_name() -> None:
+    assert lock_path(CPU).name == "nas-measure-cpu.lock"
+
+
+# Runs in a spawned child via the builtin `exec`, so the child need not import this test module
+# (it is not importable under pytest's importlib mode). First attempt while the parent holds the
+# lock, second after the parent released it.
+_CHILD = """
+import torch
+from nas.device_gate import exclusive_device
+cpu = torch.device("cpu")
+held.wait(30)
+try:
+    with exclusive_device(cpu, timeout=0.3):
+        results.put("acquired")
+except TimeoutError:
+    results.put("held")
+released.wait(30)
+with exclusive_device(cpu, timeout=30):
+    results.put("acquired")
+"""
+
+
+def test_exclusive_device_excludes_other_process() -> None:
+    ctx = mp.get_context("spawn")
+    held, released, results = ctx.Event(), ctx.Event(), ctx.Queue()
+    scope = {"held": held, "released": released, "results": results}
+    child = ctx.Process(target=exec, args=(_CHILD, scope))
+    child.start()
+    try:
+        with exclusive_device(CPU):
+            held.set()
+            assert results.get(timeout=30) == "held"
+        released.set()
+        assert results.get(timeout=30) == "acquired"
+    finally:
+        child.join(30)
+        if child.is_alive():
+            child.kill()
+    assert child.exitcode == 0
+
+
+def test_exclusive_device_reentrant_and_excludes_threads() -> None:
+    outcome: list[str] = []
+
+    def other_thread() -> None:
+        try:
+            with exclusive_device(CPU, timeout=0.1):
+                outcome.append("acquired")
+        except TimeoutError:
+            outcome.append("held")
+
+    with exclusive_device(CPU), exclusive_device(CPU):  # nesting in one thread must not deadlock
+        t = threading.Thread(target=other_thread)
+        t.start()
+        t.join()
+    assert outcome == ["held"]
+    t = threading.Thread(target=other_thread)
+    t.start()
+    t.join()
+    assert outcome == ["held", "acquired"]
+
+
+def test_forked_child_does_not_keep_the_lock() -> None:
+    ctx = mp.get_context("fork")
+    release = ctx.Event()
+    with exclusive_device(CPU):
+        # a child forked while the lock is held (like a DataLoader worker) outlives the hold
+        child = ctx.Process(target=release.wait, args=(30,))
+        child.start()
+    try:
+        with exclusive_device(CPU, timeout=5):
+            pass
+    finally:
+        release.set()
+        child.join(30)
+
+
+# A trainer in a spawned child: enters one step, reports, and leaves it when told.
+_TRAINER = """
+import torch
+from nas.device_gate import shared_device
+with shared_device(torch.device("cpu")):
+    results.put("in step")
+    leave.wait(30)
+results.put("left")
+with shared_device(torch.device("cpu")):  # a next step after the measurement
+    results.put("next step")
+"""
+
+
+def _spawn(code: str, **scope) -> mp.Process:
+    child = mp.get_context("spawn").Process(target=exec, args=(code, scope))
+    child.start()
+    return child
+
+
+def _finish(child: mp.Process) -> None:
+    child.join(30)
+    if child.is_alive():
+        child.kill()
+    assert child.exitcode == 0
+
+
+def test_measurement_waits_for_a_step_in_flight_and_holds_back_the_next() -> None:
+    ctx = mp.get_context("spawn")
+    leave, results = ctx.Event(), ctx.Queue()
+    child = _spawn(_TRAINER, leave=leave, results=results)
+    try:
+        assert results.get(timeout=30) == "in step"
+        with pytest.raises(TimeoutError, match="training steps"), exclusive_device(CPU, timeout=0.3):
+            pass
+        leave.set()
+        with exclusive_device(CPU, timeout=30):
+            assert results.get(timeout=30) == "left"
+            time.sleep(0.3)
+            assert results.empty(), "no step starts while the measurement holds the device"
+        assert results.get(timeout=30) == "next step"
+    finally:
+        leave.set()
+        _finish(child)
+
+
+def test_trainers_share_the_gate() -> None:
+    ctx = mp.get_context("spawn")
+    leave, results = ctx.Event(), ctx.Queue()
+    child = _spawn(_TRAINER, leave=leave, results=results)
+    try:
+        assert results.get(timeout=30) == "in step"
+        done = threading.Event()
+
+        def step() -> None:
+            with shared_device(CPU):  # while the child is inside its step
+                done.set()
+
+        thread = threading.Thread(target=step)
+        thread.start()
+        thread.join(10)
+        assert done.is_set(), "a second trainer must not wait for the first"
+    finally:
+        leave.set()
+        _finish(child)
+
+
+def test_steps_inside_this_process_measurement_do_not_deadlock() -> None:
+    # e.g. the measuring process evaluating: its own work is what is timed
+    with exclusive_device(CPU), shared_device(CPU):
+        pass
+
+
+def test_gate_and_turnstile_are_separate_files() -> None:
+    assert gate_path(CPU) != lock_path(CPU) and gate_path(CPU).parent == lock_path(CPU).parent

@@ -1,0 +1,67 @@
+"""Proxy trainer: resuming from a saved state ends where an uninterrupted run ends; pruning; divergence."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import pytest
+import torch
+
+from nas.data import load_dataset
+from nas.errors import TrialError
+from nas.model import build
+from nas.space import SearchSpace
+from nas.train import ProxyRecipe, proxy_train
+
+CPU = torch.device("cpu")
+RECIPE = ProxyRecipe(epochs=3, batch=64, lr=0.01, max_train=384, seed=0)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_dataset("digits", resolution=16, seed=0)
+
+
+def _model(data) -> torch.nn.Module:
+    space = SearchSpace.load("tiny")
+    torch.manual_seed(0)
+    # the network pools globally, so the reference runs at the data's 16 px
+    return build(space.reference, num_classes=data.num_classes, in_channels=data.in_channels)
+
+
+def _saved(state: dict) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def test_resume_from_a_saved_state_ends_where_an_uninterrupted_run_ends(data) -> None:
+    whole = _model(data)
+    saved: dict[int, bytes] = {}
+    straight = proxy_train(whole, data, RECIPE, CPU, on_state=lambda s: saved.setdefault(s["epoch"], _saved(s)))
+    assert sorted(saved) == [1, 2, 3]
+
+    # a fresh process would rebuild the model from scratch and read the checkpoint back safely
+    state = torch.load(io.BytesIO(saved[1]), weights_only=True)
+    seen: list[int] = []
+    resumed_model = _model(data)
+    resumed = proxy_train(resumed_model, data, RECIPE, CPU, on_epoch=lambda e, a: seen.append(e), resume=state)
+
+    assert seen == [2, 3], "epochs before the checkpoint are not trained again"
+    assert resumed.accuracy == straight.accuracy
+    assert [h["val_acc"] for h in resumed.history] == [h["val_acc"] for h in straight.history]
+    assert resumed.steps == straight.steps and resumed.images == straight.images
+    for (name, a), b in zip(whole.state_dict().items(), resumed_model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_on_epoch_false_stops_early(data) -> None:
+    outcome = proxy_train(_model(data), data, RECIPE, CPU, on_epoch=lambda e, a: e < 1)
+    assert outcome.stopped_early and len(outcome.history) == 1
+
+
+def test_divergence_raises_trial_error(data) -> None:
+    broken = ProxyRecipe(epochs=1, batch=64, lr=math.inf, max_train=384, seed=0)
+    with pytest.raises(TrialError, match="diverged"):
+        proxy_train(_model(data), data, broken, CPU)
