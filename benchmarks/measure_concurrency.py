@@ -3,18 +3,17 @@ while other trials train on the same machine, and prints the ratios (target: wit
 
 Each "trial" is what a search worker does: `proxy_train` of random candidates in its own
 process, one torch thread each (as a 1-CPU Ray trial or an Optuna worker of --workers 2). The
-measuring process calls `measure_step_time` (which holds the per-device measuring lock).
+measuring process calls `measure_step_time`, which holds the device exclusively
+(`nas.device_gate.exclusive_device`).
 
-Three conditions:
+Three conditions, interleaved round by round:
 
 - alone: no other trial running;
-- concurrent: the other trials keep training (what nas does today: the lock only keeps two
-  *measurements* apart, not a measurement and a training);
-- concurrent + gate: a prototype of an exclusive measuring gate per device. Training takes the
-  gate shared for each step, the measurer takes it exclusive (behind a turnstile so it is not
-  starved), so trials on the device pause for the ~1-2 s of timing and the timing sees an idle
-  device. Here the training side is patched into the trainer processes (`nas.train.train_step`);
-  shipping it means wrapping the step in nas/train.py and the timed region in nas/measure.py.
+- concurrent, no gate: the other trials keep training straight through the measurement (what
+  a measuring lock alone gives: it keeps two *measurements* apart, not a measurement and a
+  training). The trainers' `shared_device` is switched off for this condition only;
+- concurrent + gate: what nas ships. Every training step holds the device gate shared, the
+  measurement takes it exclusive behind a turnstile, so trials pause for the ~1-2 s of timing.
 
     OMP_NUM_THREADS=1 python benchmarks/measure_concurrency.py [--space tiny] [--others 1] [--rounds 9]
 """
@@ -23,45 +22,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import multiprocessing
-import os
 import statistics
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import torch
-
-
-class Gate:
-    """Readers (training steps) share the gate; a writer (a measurement) excludes them."""
-
-    def __init__(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        self.turn = os.open(folder / "turnstile.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        self.gate = os.open(folder / "gate.lock", os.O_RDWR | os.O_CREAT, 0o600)
-
-    @contextlib.contextmanager
-    def step(self) -> Iterator[None]:
-        fcntl.flock(self.turn, fcntl.LOCK_EX)  # waits while a measurer holds the turnstile
-        fcntl.flock(self.turn, fcntl.LOCK_UN)
-        fcntl.flock(self.gate, fcntl.LOCK_SH)
-        try:
-            yield
-        finally:
-            fcntl.flock(self.gate, fcntl.LOCK_UN)
-
-    @contextlib.contextmanager
-    def measuring(self) -> Iterator[None]:
-        fcntl.flock(self.turn, fcntl.LOCK_EX)  # no new steps start...
-        fcntl.flock(self.gate, fcntl.LOCK_EX)  # ...and the running ones have finished
-        try:
-            yield
-        finally:
-            fcntl.flock(self.gate, fcntl.LOCK_UN)
-            fcntl.flock(self.turn, fcntl.LOCK_UN)
 
 
 def _space_and_data(space_name: str):
@@ -77,33 +43,29 @@ def _space_and_data(space_name: str):
 IDLE, TRAIN, TRAIN_GATED, STOP = 0, 1, 2, 3
 
 
-def _trainer(space_name: str, seed: int, gate_dir: str, mode, steps) -> None:
+def _trainer(space_name: str, seed: int, mode, steps) -> None:
     """A concurrent trial: proxy-train random candidates while `mode` says so (gated or not)."""
     import optuna
 
     import nas.train
     from nas.device import resolve_device
+    from nas.device_gate import shared_device
     from nas.model import build
 
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    gate = Gate(Path(gate_dir))
 
-    def patched(fn):
-        # all compute of the trainer, not just the step: BN recalibration and evaluation too
-        def run(*args, **kwargs):
-            while mode.value == IDLE:
-                time.sleep(0.01)
-            with gate.step() if mode.value == TRAIN_GATED else contextlib.nullcontext():
-                out = fn(*args, **kwargs)
-            with steps.get_lock():
-                steps.value += 1
-            return out
+    @contextlib.contextmanager
+    def switchable_gate(device: torch.device) -> Iterator[None]:
+        # every step, BN recalibration and evaluation of the trainer passes through here
+        while mode.value == IDLE:
+            time.sleep(0.01)
+        with shared_device(device) if mode.value == TRAIN_GATED else contextlib.nullcontext():
+            yield
+        with steps.get_lock():
+            steps.value += 1
 
-        return run
-
-    for name in ("train_step", "recalibrate_batchnorm", "evaluate_accuracy"):
-        setattr(nas.train, name, patched(getattr(nas.train, name)))
+    nas.train.shared_device = switchable_gate
     settings, data = _space_and_data(space_name)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     device = resolve_device("cpu")
@@ -113,15 +75,15 @@ def _trainer(space_name: str, seed: int, gate_dir: str, mode, steps) -> None:
         nas.train.proxy_train(model, data, settings.recipe(), device, on_epoch=lambda e, a: mode.value != STOP)
 
 
-def _measure_once(model, settings, data, arch, gate: Gate | None) -> float:
+def _measure_once(model, settings, data, arch) -> float:
     from nas.device import resolve_device
     from nas.measure import measure_step_time
 
-    with gate.measuring() if gate is not None else contextlib.nullcontext():
-        st = measure_step_time(model, batch=settings.measure_batch, resolution=arch.resolution,
-                               in_channels=data.in_channels, num_classes=data.num_classes,
-                               device=resolve_device("cpu"), warmup=settings.measure.warmup,
-                               steps=settings.measure.steps)
+    # measure_step_time takes the device exclusively itself
+    st = measure_step_time(model, batch=settings.measure_batch, resolution=arch.resolution,
+                           in_channels=data.in_channels, num_classes=data.num_classes,
+                           device=resolve_device("cpu"), warmup=settings.measure.warmup,
+                           steps=settings.measure.steps)
     return st.median_ms
 
 
@@ -136,27 +98,24 @@ def main() -> None:
     torch.set_num_threads(1)
     context = multiprocessing.get_context("spawn")
     mode, steps = context.Value("i", TRAIN), context.Value("l", 0)
-    gate_dir = Path(tempfile.mkdtemp(prefix="nas-bench-gate-"))
-    others = [context.Process(target=_trainer, args=(args.space, i, str(gate_dir), mode, steps), daemon=True)
+    others = [context.Process(target=_trainer, args=(args.space, i, mode, steps), daemon=True)
               for i in range(args.others)]
     for p in others:
         p.start()
     settings, data = _space_and_data(args.space)
     arch = settings.proxy.apply(settings.space.reference)
     model = build(arch, num_classes=data.num_classes, in_channels=data.in_channels)
-    gate = Gate(gate_dir)
     while steps.value < 20:  # the others are up and training
         time.sleep(0.2)
-    _measure_once(model, settings, data, arch, None)  # warm-up
+    _measure_once(model, settings, data, arch)  # warm-up
     # Conditions interleaved round by round, so the machine's own drift (other users) hits all
     # three alike; each round's ratios compare measurements seconds apart.
-    times: dict[str, list[float]] = {"alone": [], "concurrent": [], "concurrent + gate": []}
+    times: dict[str, list[float]] = {"alone": [], "concurrent, no gate": [], "concurrent + gate": []}
     for _ in range(args.rounds):
-        for label, value, use_gate in (("alone", IDLE, False), ("concurrent", TRAIN, False),
-                                       ("concurrent + gate", TRAIN_GATED, True)):
+        for label, value in (("alone", IDLE), ("concurrent, no gate", TRAIN), ("concurrent + gate", TRAIN_GATED)):
             mode.value = value
             time.sleep(1.0)  # the trainers settle into the new mode
-            times[label].append(_measure_once(model, settings, data, arch, gate if use_gate else None))
+            times[label].append(_measure_once(model, settings, data, arch))
     mode.value = STOP
     for p in others:
         p.join(timeout=60)
