@@ -280,7 +280,7 @@ def run_trial(config: dict[str, Any], data: Dataset | None = None, job: TrialJob
             info = dict(base, **counts, accuracy=accuracy, epochs=epoch, history=list(state["history"]),
                         seconds=round(time.perf_counter() - start, 3))
             metrics = tune_metrics(objective, accuracy, costs.step.median_ms, costs.params, costs.macs)
-            _report(metrics, info, {"epochs": epoch}, state=state)
+            _report(metrics, info, {"epochs": epoch, "written_by": where}, state=state)
             return True
 
         result = train_candidate(candidate, settings, data, on_epoch, resume=resume,
@@ -291,8 +291,8 @@ def run_trial(config: dict[str, Any], data: Dataset | None = None, job: TrialJob
                     seconds=round(time.perf_counter() - start, 3))
         final = {"metrics": {"accuracy": 0.0, "step_ms": 0.0, "score": 0.0}, "nas": info}
     else:
-        info = dict(base, final=True, state="COMPLETE", **result_attrs(result), history=result.history,
-                    seconds=round(costs.seconds + result.train_seconds, 3))
+        info = dict(base, final=True, state="COMPLETE", **result_attrs(result), history=result.history)
+        info["seconds"] = round(costs.seconds + result.train_seconds, 3)  # measuring + training
         metrics = tune_metrics(objective, result.accuracy, result.step_ms, result.params, result.macs)
         final = {"metrics": metrics, "nas": info}
     final["nas"]["ended_at"] = time.time()
@@ -457,7 +457,9 @@ class Recorder(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if _session is not None:
-            error = trial.get_error() or RuntimeError("trial failed")
+            error = trial.get_error() or "trial failed"
+            if not isinstance(error, BaseException):  # some Ray versions hand back the error's text
+                error = RuntimeError(str(error))
             _session.record(trial.config, trial.last_result, error=error, failures=trial.num_failures)
 
 

@@ -6,6 +6,7 @@ inside the cluster's network namespace. Trials are the tiny space at 600 images 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib.util
 import json
@@ -178,6 +179,45 @@ def test_worker_node_dies_and_the_search_still_meets_the_budget(cluster: Loopbac
     assert sorted(found) == list(range(budget))
     assert all(r["state"] == "COMPLETE" for r in found.values()), [r["reason"] for r in found.values()]
     assert any(r["ray_failures"] >= 1 for r in found.values()), "the trial on the dead node should be retried"
+
+
+def _checkpointed(run: Path) -> list[dict]:
+    """Progress of every trial checkpoint holding a training state (an epoch before the last)."""
+    out = []
+    for path in (run / "ray").rglob("checkpoint_*/progress.json"):
+        with contextlib.suppress(OSError, ValueError):
+            if (path.parent / "state.pt").is_file():
+                out.append(json.loads(path.read_text()))
+    return out
+
+
+@needs_netns
+def test_killed_trial_resumes_from_its_checkpoint(cluster: LoopbackCluster, tmp_path: Path) -> None:
+    budget, epochs = 2, 4
+    proc = start_nas(cluster, "search", *FAST, "--max-train", "1200", "--epochs", str(epochs), "--no-asha",
+                     "--budget", str(budget), "--name", "retry", "--address", cluster.address,
+                     "--max-failures", "2", cwd=tmp_path)
+    run = tmp_path / "runs" / "retry"
+    try:
+        deadline, victim = time.time() + 180, None
+        while victim is None and time.time() < deadline and proc.poll() is None:
+            checkpointed = _checkpointed(run)
+            victim = checkpointed[0]["written_by"] if checkpointed else None
+            time.sleep(0.1)
+        assert victim is not None, "no trial checkpointed an epoch: " + tail(tmp_path)
+        os.kill(int(victim["pid"]), signal.SIGKILL)  # the trial's actor dies after its epoch-1 checkpoint
+        proc.wait(timeout=240)
+    finally:
+        stop(proc, sig=signal.SIGKILL)
+    assert proc.returncode == 0, tail(tmp_path)
+    found = records(run)
+    assert sorted(found) == list(range(budget))
+    retried = [r for r in found.values() if r["ray_failures"] >= 1]
+    assert retried, "the killed trial should have been retried"
+    for record in retried:
+        assert record["state"] == "COMPLETE" and record["epochs"] == epochs
+        assert record["resumed_from_epoch"] >= 1, "the retry resumes from the checkpoint, not from scratch"
+        assert [h["epoch"] for h in record["history"]] == list(range(1, epochs + 1))
 
 
 @needs_netns
