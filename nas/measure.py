@@ -63,18 +63,23 @@ def count_macs(model: nn.Module, resolution: int, in_channels: int) -> int:
 # -- step time -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class StepTime:
-    """Median milliseconds of one training step, its relative interquartile range, sample count."""
+    """Milliseconds of one training step: the median (what the reward uses), its relative
+    interquartile range, the sample count, and the fastest step (kept for comparison: on a
+    shared machine interference only ever adds time, see benchmarks/step_time_stability.py)."""
 
     median_ms: float
     spread: float
     samples: int
+    min_ms: float
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StepTime:
-        return cls(float(data["median_ms"]), float(data["spread"]), int(data["samples"]))
+        median = float(data["median_ms"])
+        # caches written before min_ms existed: the median is the closest value they hold
+        return cls(median, float(data["spread"]), int(data["samples"]), float(data.get("min_ms", median)))
 
 
 def _summarise(times_ms: list[float]) -> StepTime:
@@ -84,7 +89,7 @@ def _summarise(times_ms: list[float]) -> StepTime:
         spread = (q3 - q1) / median if median > 0 else 0.0
     else:
         spread = 0.0
-    return StepTime(median_ms=median, spread=spread, samples=len(times_ms))
+    return StepTime(median_ms=median, spread=spread, samples=len(times_ms), min_ms=min(times_ms))
 
 
 def measure_step_time(

@@ -64,6 +64,7 @@ def test_step_time_leaves_model_and_rng_alone() -> None:
     )
     assert torch.equal(torch.rand(3), expected_next)
     assert st.median_ms > 0 and math.isfinite(st.spread) and st.spread >= 0 and st.samples == 5
+    assert 0 < st.min_ms <= st.median_ms
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert not model.training
@@ -85,10 +86,10 @@ def test_cache_shared_between_instances(tmp_path) -> None:
     assert len({key_a, key_b, key_c}) == 3
     first, second = StepTimeCache(path), StepTimeCache(path)
     assert first.get(key_a) is None
-    first.put(key_a, StepTime(12.5, 0.1, 10))
-    assert second.get(key_a) == StepTime(12.5, 0.1, 10)  # second was opened before the write
-    second.put(key_b, StepTime(3.0, 0.0, 5))
-    first.put(key_c, StepTime(7.0, 0.2, 10))  # must not drop key_b, which first never saw
+    first.put(key_a, StepTime(12.5, 0.1, 10, 11.0))
+    assert second.get(key_a) == StepTime(12.5, 0.1, 10, 11.0)  # second was opened before the write
+    second.put(key_b, StepTime(3.0, 0.0, 5, 2.9))
+    first.put(key_c, StepTime(7.0, 0.2, 10, 6.1))  # must not drop key_b, which first never saw
     third = StepTimeCache(path)
     assert {k for k in (key_a, key_b, key_c) if third.get(k) is not None} == {key_a, key_b, key_c}
     assert not list(path.parent.glob("*.tmp"))
@@ -99,8 +100,14 @@ def test_cache_ignores_corrupt_file(tmp_path) -> None:
     path.write_text("{not json")
     cache = StepTimeCache(path)
     assert cache.get("x") is None
-    cache.put("x", StepTime(1.0, 0.0, 1))
-    assert StepTimeCache(path).get("x") == StepTime(1.0, 0.0, 1)
+    cache.put("x", StepTime(1.0, 0.0, 1, 1.0))
+    assert StepTimeCache(path).get("x") == StepTime(1.0, 0.0, 1, 1.0)
+
+
+def test_cache_entries_from_before_min_ms_still_load(tmp_path) -> None:
+    path = tmp_path / "step_times.json"
+    path.write_text(json.dumps({"x": {"median_ms": 4.0, "spread": 0.1, "samples": 8}}))
+    assert StepTimeCache(path).get("x") == StepTime(4.0, 0.1, 8, 4.0)
 
 
 def test_key_separates_datasets() -> None:
