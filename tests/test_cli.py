@@ -37,6 +37,7 @@ def test_arch_table_for_b0(capsys) -> None:
         (["search", "--budget", "-3"], "--budget: must be a positive integer"),
         (["search", "--space", "v9"], "unknown search space 'v9'"),
         (["search", "--space", "tiny", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+        (["search", "--space", "tiny", "--dataset", ""], "unknown dataset ''"),
         (["search", "--space", "tiny", "--dataset", "cifar10:/nonexistent/dir"], "/nonexistent/dir"),
         (["search", "--resume"], "--resume needs --name"),
         (["search", "--space", "/no/such/space.yaml"], "does not exist"),

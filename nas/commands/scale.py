@@ -157,7 +157,8 @@ def _grid_search(args: argparse.Namespace, source: Any, run: Any) -> None:
     else:
         space = SearchSpace.load(args.space or "v2")
         text = Path(space.source).read_text()
-    settings = SearchSettings(space=space, dataset=args.dataset or saved.get("dataset", "mnist5k"),
+    dataset = args.dataset if args.dataset is not None else saved.get("dataset", "mnist5k")
+    settings = SearchSettings(space=space, dataset=dataset,
                               device=args.device, seed=args.seed if args.seed is not None else saved.get("seed", 0),
                               val_fraction=saved.get("val_fraction", 0.2))
     if "proxy" in saved and args.space is None:

@@ -72,7 +72,7 @@ def _space_text_and_settings(args: argparse.Namespace, run: Any) -> tuple[str, A
     objective = args.objective or saved.get("objective", {}).get("kind") or space.objective.kind
     settings = SearchSettings(
         space=space,
-        dataset=args.dataset or saved.get("dataset", "mnist5k"),
+        dataset=args.dataset if args.dataset is not None else saved.get("dataset", "mnist5k"),
         device=args.device,
         seed=args.seed if args.seed is not None else saved.get("seed", 0),
         val_fraction=args.val_fraction or saved.get("val_fraction", 0.2),
