@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import pkgutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,10 +20,11 @@ def test_wheel_install_finds_spaces_and_references(tmp_path: Path) -> None:
         check=True, capture_output=True, timeout=300,
     )
     code = (
-        "import nas, nas.resources as r, nas.space as s;"
+        "import nas, nas.resources as r, nas.space as s, pkgutil;"
         "print(nas.__file__);"
         "print(r.space_names(), r.reference_names());"
-        "print(s.SearchSpace.load('v2').reference.name)"
+        "print(s.SearchSpace.load('v2').reference.name);"
+        "print(sorted(m.name for m in pkgutil.walk_packages(nas.__path__, 'nas.')))"
     )
     env = dict(os.environ, PYTHONPATH=str(target))
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
@@ -32,3 +35,11 @@ def test_wheel_install_finds_spaces_and_references(tmp_path: Path) -> None:
         "['tiny', 'v1', 'v2'] ['efficientnet-b0', 'efficientnetv2-l', 'efficientnetv2-m', 'efficientnetv2-s']"
     )
     assert lines[2] == "efficientnetv2-s"
+    # every module of the checkout is in the wheel (a subpackage missing from pyproject's list
+    # would break `nas` for everyone who installs without -e)
+    checkout = sorted(m.name for m in pkgutil.walk_packages([str(REPO / "nas")], "nas."))
+    assert lines[3] == str(checkout)
+    cli = subprocess.run([sys.executable, "-m", "nas", "arch", "efficientnet-b0", "--json"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads(cli.stdout)["params"] == 5_288_548

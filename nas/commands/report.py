@@ -21,7 +21,8 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from nas.report import write_report
-    from nas.reproduce import is_reproduction, write_reproduction_report
+    from nas.reproduce.report import write_reproduction_report
+    from nas.reproduce.request import is_reproduction
     from nas.runs import RunDir
 
     for candidate in (Path(args.runs_dir) / args.run, Path(args.run)):

@@ -47,7 +47,8 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from nas.reproduce import Request, run_reproduction
+    from nas.reproduce.request import Request
+    from nas.reproduce.run import run_reproduction
 
     name = args.name or f"{args.target}-repro"
     if "/" in name or name in ("", ".", ".."):

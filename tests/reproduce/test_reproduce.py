@@ -12,22 +12,18 @@ import pytest
 from nas.arch import Arch, Stage
 from nas.cli import main
 from nas.report import RunData
-from nas.reproduce import (
-    B0_CLAIMS,
-    RETRAIN_FILE,
-    V2_CLAIMS,
-    Candidate,
+from nas.reproduce.analysis import (
     Retrained,
     best_after,
     best_by_trial,
     compare,
-    luck,
-    pick_candidates,
-    read_retrain,
-    settings_from_run,
     summarise_retrain,
     uniform_sample,
 )
+from nas.reproduce.claims import B0_CLAIMS, V2_CLAIMS
+from nas.reproduce.report import luck
+from nas.reproduce.request import settings_from_run
+from nas.reproduce.retrain import RETRAIN_FILE, Candidate, pick_candidates, read_retrain
 from nas.resources import load_arch
 from nas.runs import RunDir
 from nas.space import SearchSpace

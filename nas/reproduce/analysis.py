@@ -1,0 +1,155 @@
+"""Numbers the report states: retraining summaries, verdicts against the reference, curves."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from nas.arch import Arch
+from nas.objective import Objective, Reference
+from nas.report import (
+    interrupted,
+)
+from nas.reproduce.retrain import Candidate
+from nas.space import SearchSpace
+from nas.stats import (
+    dominates,
+    mean_std,
+    running_best,
+)
+
+
+# -- analysis --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Retrained:
+    """One architecture's retrainings summarised over its seeds."""
+
+    role: str
+    trial: int | None
+    arch: str
+    proxy_accuracy: float | None
+    proxy_reward: float | None
+    accuracy: tuple[float, float]
+    step_ms: tuple[float, float]
+    reward: tuple[float, float]
+    params: int | None
+    macs: int | None
+    seeds: int
+    first_seed_accuracy: float | None
+    failed: int
+
+
+def summarise_retrain(rows: Sequence[dict[str, Any]], candidates: Sequence[Candidate], objective: Objective | None,
+                      reference_arch: str | None, epochs: int | None = None) -> list[Retrained]:
+    """Mean ± std per candidate; rewards use the reference's re-measured step time as normaliser."""
+    def mine(arch: str) -> list[dict[str, Any]]:
+        return [r for r in rows if r["arch"] == arch and (epochs is None or r["epochs"] == epochs)]
+
+    scale = objective
+    ref_rows = [r for r in mine(reference_arch or "") if r["state"] == "COMPLETE"]
+    if objective is not None and ref_rows:
+        base = objective.reference
+        scale = Objective(objective.spec, Reference(
+            step_ms=mean_std([r["step_ms"] for r in ref_rows])[0], params=ref_rows[0]["params"],
+            macs=ref_rows[0]["macs"], full_macs=base.full_macs))
+    out = []
+    for cand in candidates:
+        all_rows = mine(cand.arch)
+        good = [r for r in all_rows if r["state"] == "COMPLETE"]
+        if not good:
+            continue
+        rewards = [scale.reward(r["accuracy"], r["step_ms"], r["params"], r["macs"]) for r in good] if scale else []
+        first = min(good, key=lambda r: r["seed"])
+        out.append(Retrained(
+            role=cand.role, trial=cand.trial, arch=cand.arch, proxy_accuracy=cand.proxy_accuracy,
+            proxy_reward=cand.proxy_reward, accuracy=mean_std([r["accuracy"] for r in good]),
+            step_ms=mean_std([r["step_ms"] for r in good]), reward=mean_std(rewards), params=good[0]["params"],
+            macs=good[0]["macs"], seeds=len(good), first_seed_accuracy=first["accuracy"],
+            failed=len(all_rows) - len(good),
+        ))
+    return out
+
+
+COSTS = {"step_ms": "step time", "macs": "MACs"}
+REWARD_WORDS = {"beats": "better reward", "matches": "same reward within the spread", "loses to": "worse reward"}
+
+
+def cost_of(r: Retrained, cost: str) -> tuple[float, float]:
+    """Mean and std of a retrained architecture's cost (MACs do not vary between seeds)."""
+    return r.step_ms if cost == "step_ms" else (float(r.macs or 0), 0.0)
+
+
+def compare(found: Retrained, ref: Retrained, cost: str = "step_ms") -> tuple[str, str]:
+    """Verdicts on reward (beyond the combined spread?) and on the accuracy / cost front."""
+    diff = found.reward[0] - ref.reward[0]
+    spread = math.hypot(found.reward[1], ref.reward[1])
+    if diff > spread:
+        on_reward = "beats"
+    elif diff >= -spread:
+        on_reward = "matches"
+    else:
+        on_reward = "loses to"
+    noun = COSTS[cost]
+    fa, fs, ra, rs = found.accuracy[0], cost_of(found, cost)[0], ref.accuracy[0], cost_of(ref, cost)[0]
+    ratio = f"{fa - ra:+.4f} accuracy at {fs / rs:.2f}× the {noun}" if rs else f"{fa - ra:+.4f} accuracy"
+    axes = (("accuracy", found.accuracy, ref.accuracy), (noun, cost_of(found, cost), cost_of(ref, cost)))
+    within = [name for name, a, b in axes if not _beyond_spread(a, b)]
+    if within:
+        ratio += f"; the {' and '.join(within)} gap is within the spread over seeds"
+    if dominates(fs, fa, rs, ra):
+        front = f"dominates the reference ({ratio})"
+    elif dominates(rs, ra, fs, fa):
+        front = f"is dominated by the reference ({ratio})"
+    elif fs < rs:
+        front = f"trades accuracy for less {noun} ({ratio})"
+    else:
+        front = f"buys accuracy with more {noun} ({ratio})"
+    return on_reward, front
+
+
+def _beyond_spread(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """Whether two means differ by more than their combined standard deviations."""
+    return abs(a[0] - b[0]) > math.hypot(a[1], b[1])
+
+
+def uniform_sample(space: SearchSpace, n: int = 2000, seed: int = 0) -> list[Arch]:
+    """Architectures drawn uniformly from the space: the base rate every finding is judged against."""
+    rng = random.Random(seed)
+
+    class _Uniform:
+        def suggest_categorical(self, name: str, choices: list[Any]) -> Any:
+            return rng.choice(choices)
+
+    return [space.sample(_Uniform()) for _ in range(n)]
+
+
+def best_by_trial(rows: Sequence[dict[str, Any]], objective: Objective | None) -> tuple[list[int], list[float | None]]:
+    """After how many finished trials each complete trial came, and the best reward so far
+    (re-scored on `objective`'s scale when given). Interrupted trials were run again, so they
+    do not count; pruned and failed ones do, as they do toward the budget."""
+    counts, rewards = [], []
+    finished = 0
+    for r in sorted(rows, key=lambda r: r["number"]):
+        if interrupted(r):
+            continue
+        finished += 1
+        if r["state"] != "COMPLETE" or r.get("accuracy") is None:
+            continue
+        value = objective.reward(r["accuracy"], r["step_ms"], r["params"], r["macs"]) if objective else r["reward"]
+        counts.append(finished)
+        rewards.append(value)
+    return counts, running_best(rewards)
+
+
+def best_after(counts: Sequence[int], best: Sequence[float | None], n: int) -> float | None:
+    """Best reward among the first n finished trials."""
+    value = None
+    for count, b in zip(counts, best, strict=True):
+        if count <= n:
+            value = b
+    return value
+
+

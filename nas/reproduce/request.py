@@ -1,0 +1,110 @@
+"""What a reproduction was asked to do, recorded in its folder so a re-run resumes it."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nas.errors import ConfigError, RunError
+from nas.reproduce.claims import TARGETS
+from nas.runs import RunDir, atomic_write
+from nas.settings import SearchSettings
+from nas.space import Proxy, SearchSpace
+
+REQUEST_FILE = "reproduce.yaml"
+
+
+# -- the request -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Request:
+    target: str
+    budget: int = 200
+    baseline_budget: int | None = None  # None: a quarter of the budget (fits the hour on a CPU)
+    top: int = 3
+    seeds: int = 3
+    retrain_epochs: int | None = None  # None: twice the proxy's epochs
+    rank_extra: int = 3
+    dataset: str = "mnist5k"
+    device: str = "auto"
+    workers: int = 1
+    seed: int = 0
+    space: str | None = None  # tests: a smaller space with the same claims
+    epochs: int | None = None
+    max_train: int | None = None
+    search_args: tuple[str, ...] = ()  # more `nas search` options for both searches (e.g. --backend ray)
+    quiet: bool = False
+
+    @property
+    def space_name(self) -> str:
+        return self.space or TARGETS[self.target].space
+
+    @property
+    def baseline(self) -> int:
+        return max(1, self.budget // 4) if self.baseline_budget is None else self.baseline_budget
+
+    def command(self, name: str, runs_dir: str | Path = "runs") -> str:
+        """The `nas reproduce` command line that asks for this (options left at defaults omitted)."""
+        parts = ["nas", "reproduce", self.target]
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.name in ("target", "quiet") or value == item.default:
+                continue
+            flag = "--" + item.name.replace("_", "-")
+            parts += [flag, shlex.join(value) if item.name == "search_args" else str(value)]
+        parts += ["--name", name] + (["--runs-dir", str(runs_dir)] if str(runs_dir) != "runs" else [])
+        return shlex.join(parts)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What must not change when the same --name is run again."""
+        return {"target": self.target, "space": self.space_name, "dataset": self.dataset, "seed": self.seed}
+
+
+def is_reproduction(path: Path) -> bool:
+    return (Path(path) / REQUEST_FILE).is_file()
+
+
+def record_request(folder: Path, request: Request, runs_dir: str | Path) -> None:
+    path = folder / REQUEST_FILE
+    if path.is_file():
+        saved = yaml.safe_load(path.read_text()) or {}
+        for key, value in request.fingerprint().items():
+            if saved.get(key) != value:
+                raise ConfigError(
+                    f"reproduction {folder.name!r} was made with {key} = {saved.get(key)!r}, but this command gives "
+                    f"{value!r}; use the same settings or another --name"
+                )
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {k: v for k, v in vars(request).items() if k != "quiet"}
+    record["search_args"] = list(request.search_args)
+    record["baseline_budget"] = request.baseline
+    record.update(request.fingerprint())
+    record["command"] = request.command(folder.name, runs_dir)
+    atomic_write(path, yaml.safe_dump(record, sort_keys=False))
+
+
+def settings_from_run(run: RunDir) -> SearchSettings:
+    """The settings a run was made with, from its config.yaml and space.yaml."""
+    config = run.config()
+    path = run.path / "space.yaml"
+    try:
+        space = SearchSpace.from_yaml(path.read_text(), source=str(path), base_dir=run.path)
+    except OSError as exc:
+        raise RunError(f"cannot read {path}: {exc.strerror or exc}") from None
+    proxy = Proxy(**config["proxy"]) if config.get("proxy") else space.proxy
+    settings = SearchSettings(
+        space=replace(space, proxy=proxy), dataset=config.get("dataset", "mnist5k"),
+        device=config.get("device", "auto"), seed=int(config.get("seed", 0)),
+        val_fraction=float(config.get("val_fraction", 0.2)), sampler=config.get("sampler", "tpe"),
+        pruner=config.get("pruner", "median"),
+    )
+    return settings.with_objective(config.get("objective", {}).get("kind"))
+
+
+def say(request: Request, line: str) -> None:
+    if not request.quiet:
+        print(line, file=sys.stderr, flush=True)

@@ -1,0 +1,197 @@
+"""Retraining the best architectures found and the reference, several seeds each."""
+
+from __future__ import annotations
+
+import csv
+import io
+import multiprocessing
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from nas.arch import Arch
+from nas.report import (
+    RunData,
+    fmt,
+    load_run,
+)
+from nas.reproduce.request import Request, say, settings_from_run
+from nas.runs import RunDir, atomic_write
+from nas.settings import SearchSettings
+
+RETRAIN_FILE = "retrain.csv"
+RETRAIN_COLUMNS = ["role", "trial", "seed", "epochs", "train_images", "state", "accuracy", "step_ms", "step_spread",
+                   "params", "macs", "seconds", "reason", "arch"]
+
+
+# -- retraining ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Candidate:
+    role: str  # found, reference or rank (extra points for the rank correlation)
+    trial: int | None
+    arch: str
+    proxy_accuracy: float | None
+    proxy_reward: float | None
+    seeds: tuple[int, ...]
+
+
+def pick_candidates(data: RunData, top: int, rank_extra: int, seeds: Sequence[int]) -> list[Candidate]:
+    """The `top` best distinct architectures found (reference excluded), the reference, and
+    `rank_extra` more spread evenly over the proxy-accuracy ranking (first seed only)."""
+    ref_string = data.reference.to_string() if data.reference is not None else None
+    distinct: dict[str, dict[str, Any]] = {}
+    for row in sorted(data.complete, key=lambda r: -r["reward"]):
+        distinct.setdefault(row["arch"], row)  # retries of one architecture: keep the best
+    found = [r for a, r in distinct.items() if a != ref_string][:top]
+    out = [Candidate("found", r["number"], r["arch"], r["accuracy"], r["reward"], tuple(seeds)) for r in found]
+    if ref_string is not None:
+        ref = data.reference_row
+        out.append(Candidate("reference", ref["number"] if ref else None, ref_string,
+                             ref["accuracy"] if ref else None, ref["reward"] if ref else None, tuple(seeds)))
+    taken = {c.arch for c in out}
+    rest = sorted((r for a, r in distinct.items() if a not in taken), key=lambda r: -r["accuracy"])
+    if rank_extra > 0 and rest:
+        count = min(rank_extra, len(rest))
+        picks = sorted({round(i * (len(rest) - 1) / max(1, count - 1)) for i in range(count)})
+        out += [Candidate("rank", rest[i]["number"], rest[i]["arch"], rest[i]["accuracy"], rest[i]["reward"],
+                          tuple(seeds[:1])) for i in picks]
+    return out
+
+
+def retrain_settings(settings: SearchSettings, epochs: int | None) -> SearchSettings:
+    """The proxy network trained longer: more epochs, on the whole training split."""
+    proxy = replace(settings.proxy, epochs=epochs or 2 * settings.proxy.epochs, max_train=None)
+    return replace(settings, space=replace(settings.space, proxy=proxy))
+
+
+def read_retrain(folder: Path) -> list[dict[str, Any]]:
+    path = folder / RETRAIN_FILE
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        for key in ("trial", "seed", "epochs", "train_images", "params", "macs"):
+            row[key] = int(row[key]) if row.get(key) else None
+        for key in ("accuracy", "step_ms", "step_spread", "seconds"):
+            row[key] = float(row[key]) if row.get(key) else None
+    return rows
+
+
+def _write_retrain(folder: Path, rows: list[dict[str, Any]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=RETRAIN_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if row.get(k) is None else row[k] for k in RETRAIN_COLUMNS})
+    atomic_write(folder / RETRAIN_FILE, buffer.getvalue())
+
+
+def retrain(folder: Path, request: Request) -> list[dict[str, Any]]:
+    """Retrain the candidates with several seeds; rows already in retrain.csv are kept.
+
+    With `request.workers` > 1 the retrainings run in that many processes (one thread each on
+    a CPU, sharing the GPU on a GPU machine); step times stay exclusive through the device lock.
+    """
+    run = RunDir(folder / "search")
+    settings = retrain_settings(settings_from_run(run), request.retrain_epochs)
+    seeds = [settings.seed + i for i in range(request.seeds)]
+    candidates = pick_candidates(load_run(run), request.top, request.rank_extra, seeds)
+    rows = read_retrain(folder)
+    done = {(r["arch"], r["seed"], r["epochs"]) for r in rows}
+    epochs = settings.proxy.epochs
+    # seed-major order: a drift in machine load touches every architecture alike
+    jobs = [(c, s) for s in seeds for c in candidates if s in c.seeds and (c.arch, s, epochs) not in done]
+    if not jobs:
+        return rows
+
+    def finished(index: int, row: dict[str, Any]) -> None:
+        rows.append(row)
+        _write_retrain(folder, rows)
+        label = f"trial {row['trial']}" if row["trial"] is not None else row["role"]
+        say(request, f"[retrain {index}/{len(jobs)}] {row['role']:<9} {label:<10} seed {row['seed']}  "
+                      f"acc {fmt(row.get('accuracy'))}  step {fmt(row.get('step_ms'), 1)} ms  {row['seconds']:.0f} s"
+                      + (f"  ({row['reason']})" if row.get("reason") else ""))
+
+    workers = min(request.workers, len(jobs))
+    if workers == 1:
+        _retrain_threads(1)
+        for index, (cand, seed) in enumerate(jobs, 1):
+            finished(index, retrain_one(cand, seed, settings))
+        return rows
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_retrain_threads,
+                             initargs=(workers,)) as pool:
+        futures = [pool.submit(retrain_one, cand, seed, settings) for cand, seed in jobs]
+        try:
+            for index, future in enumerate(as_completed(futures), 1):
+                finished(index, future.result())
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    return rows
+
+
+def retrain_one(cand: Candidate, seed: int, settings: SearchSettings) -> dict[str, Any]:
+    """One retraining as a retrain.csv row; a failure is a row too (the others go on)."""
+    from nas.data import load_dataset
+    from nas.search.base import failure_reason
+    from nas.search.trial import evaluate
+
+    dataset = load_dataset(settings.dataset, resolution=settings.proxy.resolution,
+                           val_fraction=settings.val_fraction, seed=settings.seed)
+    _warm_up(settings, dataset)
+    start = time.perf_counter()
+    row: dict[str, Any] = {"role": cand.role, "trial": cand.trial, "seed": seed, "epochs": settings.proxy.epochs,
+                           "train_images": len(dataset.train_x), "arch": cand.arch}
+    try:
+        # no step-time cache: measured afresh, in a warm process, for every seed
+        result = evaluate(Arch.from_string(cand.arch), replace(settings, seed=seed), dataset)
+    except Exception as exc:  # any failure of one retraining is recorded
+        row.update(state="FAIL", reason=failure_reason(exc))
+    else:
+        row.update(state="COMPLETE", accuracy=result.accuracy, step_ms=result.step_ms,
+                   step_spread=result.step_spread, params=result.params, macs=result.macs, reason="")
+    row["seconds"] = round(time.perf_counter() - start, 2)
+    return row
+
+
+def _retrain_threads(workers: int) -> None:
+    """`nas search` gave torch all cores / workers threads; an explicit OMP_NUM_THREADS wins for the
+    retraining, since on a busy machine one thread ran a retraining in 8 s where two took 55 s."""
+    import torch
+
+    from nas.device import set_threads
+
+    given = os.environ.get("OMP_NUM_THREADS", "")
+    if given.isdigit() and int(given) > 0:
+        torch.set_num_threads(int(given))
+    else:
+        set_threads(workers)
+
+
+_WARM: set[str] = set()
+
+
+def _warm_up(settings: SearchSettings, dataset: Any) -> None:
+    """The first step-time measurement of a process runs slow (allocator, kernels); spend it here,
+    once per process."""
+    from nas.device import resolve_device
+    from nas.measure import measure_step_time
+    from nas.model import build
+
+    device = resolve_device(settings.device)
+    if str(device) in _WARM:
+        return
+    model = build(settings.proxy.apply(settings.space.reference), num_classes=dataset.num_classes,
+                  in_channels=dataset.in_channels)
+    measure_step_time(model, batch=settings.measure_batch, resolution=settings.proxy.resolution,
+                      in_channels=dataset.in_channels, num_classes=dataset.num_classes, device=device,
+                      warmup=settings.measure.warmup, steps=2)
+    _WARM.add(str(device))
+
+
