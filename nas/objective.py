@@ -44,10 +44,6 @@ class Objective:
             return ["maximize", "minimize"]
         return ["maximize"]
 
-    @property
-    def metric_names(self) -> list[str]:
-        return ["accuracy", "step_ms"] if self.spec.kind == "pareto" else ["reward"]
-
     def target_macs(self) -> float:
         """T scaled to the proxy: the reference keeps its full-size ratio to T."""
         return self.spec.target_macs * self.reference.macs / self.reference.full_macs

@@ -30,4 +30,3 @@ def test_pareto_values_are_accuracy_and_step_time() -> None:
     obj = Objective(ObjectiveSpec(kind="pareto"), REF)
     assert obj.directions == ["maximize", "minimize"]
     assert obj.values(0.7, 42.0, 5, 5) == [0.7, 42.0]
-    assert obj.metric_names == ["accuracy", "step_ms"]
