@@ -106,7 +106,7 @@ def measure_step_time(
     """Time forward + backward + SGD step (the trainer's `train_step`) on random data.
 
     Runs on a deep copy, so the caller's weights, BatchNorm statistics and RNG state are
-    untouched. Holds the device lock for warm-up and timing.
+    untouched. Holds the device exclusively (`nas.device_gate`) for warm-up and timing.
     """
     if batch < 1 or resolution < 1 or in_channels < 1 or num_classes < 1:
         raise ConfigError(

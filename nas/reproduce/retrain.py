@@ -95,7 +95,7 @@ def retrain(folder: Path, request: Request) -> list[dict[str, Any]]:
     """Retrain the candidates with several seeds; rows already in retrain.csv are kept.
 
     With `request.workers` > 1 the retrainings run in that many processes (one thread each on
-    a CPU, sharing the GPU on a GPU machine); step times stay exclusive through the device lock.
+    a CPU, sharing the GPU on a GPU machine); step times stay exclusive through the device gate.
     """
     run = RunDir(folder / "search")
     settings = retrain_settings(settings_from_run(run), request.retrain_epochs)
