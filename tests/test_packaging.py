@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pkgutil
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,9 +15,14 @@ REPO = Path(__file__).resolve().parent.parent
 
 def test_wheel_install_finds_spaces_and_references(tmp_path: Path) -> None:
     target = tmp_path / "site"
+    # build from a clean copy: setuptools reuses a checkout's stale build/ folder, which once hid a
+    # subpackage missing from pyproject's package list
+    source = tmp_path / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        ".git", "build", "runs", "*.egg-info", "__pycache__", ".ruff_cache", ".pytest_cache", ".hypothesis"))
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(REPO)],
+         "--target", str(target), str(source)],
         check=True, capture_output=True, timeout=300,
     )
     code = (
@@ -37,8 +43,11 @@ def test_wheel_install_finds_spaces_and_references(tmp_path: Path) -> None:
     assert lines[2] == "efficientnetv2-s"
     # every module of the checkout is in the wheel (a subpackage missing from pyproject's list
     # would break `nas` for everyone who installs without -e)
-    checkout = sorted(m.name for m in pkgutil.walk_packages([str(REPO / "nas")], "nas."))
-    assert lines[3] == str(checkout)
+    checkout = {m.name for m in pkgutil.walk_packages([str(REPO / "nas")], "nas.")}
+    # the spaces live at the top of the checkout and install as nas.search_spaces (package-dir)
+    checkout |= {"nas.search_spaces"} | {
+        f"nas.search_spaces.{m.name}" for m in pkgutil.iter_modules([str(REPO / "search_spaces")])}
+    assert lines[3] == str(sorted(checkout))
     cli = subprocess.run([sys.executable, "-m", "nas", "arch", "efficientnet-b0", "--json"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=120)
     assert cli.returncode == 0, cli.stderr
