@@ -12,9 +12,13 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
-def nas_env() -> dict[str, str]:
+def nas_env(threads: int | None = None) -> dict[str, str]:
+    """The test's environment for a `nas` child; `threads` caps its torch threads (processes that run
+    side by side on the 2 cores should take one each: spin-waiting OpenMP threads slow both 3-10x)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
     env.setdefault("OMP_NUM_THREADS", "2")
     return env
 
@@ -27,9 +31,9 @@ def run_nas(*args: str, cwd: Path, timeout: float = 300) -> subprocess.Completed
     )
 
 
-def start_nas(*args: str, cwd: Path) -> subprocess.Popen:
+def start_nas(*args: str, cwd: Path, threads: int | None = None) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "nas", *args], cwd=cwd, env=nas_env(), stdout=subprocess.PIPE,
+        [sys.executable, "-m", "nas", *args], cwd=cwd, env=nas_env(threads), stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
 

@@ -32,8 +32,8 @@ def test_kill_then_resume_ends_like_an_uninterrupted_run(tmp_path: Path) -> None
               "--resolution", "16", "--progressive", "--ema", "0.9", "--val-fraction", "0.05", "--device", "cpu",
               "--quiet"]
     # both start together (two cores); one is killed after its first checkpoint
-    whole = start_nas("train", *common, "-o", str(tmp_path / "whole"), cwd=tmp_path)
-    victim = start_nas("train", *common, "-o", str(tmp_path / "cut"), cwd=tmp_path)
+    whole = start_nas("train", *common, "-o", str(tmp_path / "whole"), cwd=tmp_path, threads=1)
+    victim = start_nas("train", *common, "-o", str(tmp_path / "cut"), cwd=tmp_path, threads=1)
     checkpoint = tmp_path / "cut" / CHECKPOINT
     deadline = time.monotonic() + 120
     while not checkpoint.exists() and victim.poll() is None and time.monotonic() < deadline:
@@ -45,7 +45,7 @@ def test_kill_then_resume_ends_like_an_uninterrupted_run(tmp_path: Path) -> None
     saved_epoch = torch.load(checkpoint, weights_only=True)["epoch"]
     assert 1 <= saved_epoch < 4
 
-    resumed = start_nas("train", *common, "-o", str(tmp_path / "cut"), "--resume", cwd=tmp_path)
+    resumed = start_nas("train", *common, "-o", str(tmp_path / "cut"), "--resume", cwd=tmp_path, threads=1)
     assert resumed.wait(120) == 0, resumed.stdout.read()
     assert whole.wait(120) == 0, whole.stdout.read()
 

@@ -61,11 +61,11 @@ def test_five_random_kills_then_resume_end_with_exactly_the_budget(workdir: Path
 def test_three_processes_on_one_run_share_its_budget(workdir: Path) -> None:
     budget = 6
     args = ["search", *FAST, "--budget", str(budget), "--name", "many"]
-    procs = [start_nas(*args, cwd=workdir)]
+    procs = [start_nas(*args, cwd=workdir, threads=1)]
     deadline = time.time() + 120
     while not (workdir / "runs" / "many" / "config.yaml").is_file() and time.time() < deadline:
         time.sleep(0.1)
-    procs += [start_nas(*args, "--resume", cwd=workdir) for _ in range(2)]
+    procs += [start_nas(*args, "--resume", cwd=workdir, threads=1) for _ in range(2)]
     for proc in procs:
         out, _ = proc.communicate(timeout=300)
         assert proc.returncode == 0, out

@@ -24,11 +24,11 @@ def test_two_workers_share_a_postgresql_storage(tmp_path: Path) -> None:
     try:
         budget = 6
         args = ["search", *FAST, "--budget", str(budget), "--name", "pg", "--storage", server.url]
-        first = start_nas(*args, cwd=tmp_path)
+        first = start_nas(*args, cwd=tmp_path, threads=1)
         deadline = time.time() + 120
         while not (tmp_path / "runs" / "pg" / "config.yaml").is_file() and time.time() < deadline:
             time.sleep(0.2)
-        second = start_nas(*args, "--resume", cwd=tmp_path)
+        second = start_nas(*args, "--resume", cwd=tmp_path, threads=1)
         for proc in (first, second):
             out, _ = proc.communicate(timeout=300)
             assert proc.returncode == 0, out
