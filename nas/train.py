@@ -129,8 +129,7 @@ def proxy_train(
     outcome = ProxyOutcome(accuracy=0.0)
     first_epoch = 1
     if resume is not None:
-        first_epoch = _restore(resume, model, optimizer, schedule, generator, outcome) + 1
-        _set_rng_state(device, resume["rng"])  # dropout and drop-path go on as if never stopped
+        first_epoch = _restore(resume, model, optimizer, schedule, generator, outcome, device) + 1
     for epoch in range(first_epoch, recipe.epochs + 1):
         model.train()
         order = torch.randperm(len(train_x), generator=generator).to(device)
@@ -178,12 +177,13 @@ def _set_rng_state(device: torch.device, states: list[torch.Tensor]) -> None:
 
 def _restore(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
              schedule: torch.optim.lr_scheduler.LRScheduler, generator: torch.Generator,
-             outcome: ProxyOutcome) -> int:
+             outcome: ProxyOutcome, device: torch.device) -> int:
     """Load a state `proxy_train` handed to `on_state`; returns the epoch it ended."""
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     schedule.load_state_dict(state["schedule"])
     generator.set_state(state["generator"])
+    _set_rng_state(device, state["rng"])  # dropout and drop-path go on as if never stopped
     outcome.history = [dict(row) for row in state["history"]]
     outcome.accuracy = outcome.history[-1]["val_acc"] if outcome.history else 0.0
     outcome.steps = int(state["steps"])

@@ -269,22 +269,19 @@ def run_trial(config: dict[str, Any], data: Dataset | None = None, job: TrialJob
         costs = candidate.costs
         counts = {"step_ms": costs.step.median_ms, "step_spread": costs.step.spread, "params": costs.params,
                   "macs": costs.macs}
-        latest: dict[str, Any] = {}
 
-        def on_epoch(epoch: int, accuracy: float) -> bool:
+        def on_state(state: dict[str, Any]) -> None:
+            epoch, accuracy = int(state["epoch"]), state["history"][-1]["val_acc"]
             # the last epoch is reported once, as the final result: were it an intermediate
             # report too, ASHA would stop the trial there (max_t) before its final result
             if epoch >= settings.proxy.epochs:
-                return True
-            state = latest.pop("state")
+                return
             info = dict(base, **counts, accuracy=accuracy, epochs=epoch, history=list(state["history"]),
                         seconds=round(time.perf_counter() - start, 3))
             metrics = tune_metrics(objective, accuracy, costs.step.median_ms, costs.params, costs.macs)
             _report(metrics, info, {"epochs": epoch, "written_by": where}, state=state)
-            return True
 
-        result = train_candidate(candidate, settings, data, on_epoch, resume=resume,
-                                 on_state=lambda state: latest.update(state=state))
+        result = train_candidate(candidate, settings, data, resume=resume, on_state=on_state)
     except Exception as exc:  # the candidate's own failure: recorded, never retried by Tune
         info = dict(base, final=True, state="FAIL", reason=failure_reason(exc),
                     traceback="".join(traceback.format_exception(exc)),

@@ -51,6 +51,14 @@ class Costs:
     seconds: float
 
 
+def _time_step(model: torch.nn.Module, proxy_arch: Arch, settings: SearchSettings, data: Dataset,
+               device: torch.device, steps: int) -> StepTime:
+    """The space's step-time measurement of `model` at the proxy size and the data's shape."""
+    return measure_step_time(model, batch=settings.measure_batch, resolution=proxy_arch.resolution,
+                             in_channels=data.in_channels, num_classes=data.num_classes, device=device,
+                             warmup=settings.measure.warmup, steps=steps)
+
+
 def measure_costs(
     model: torch.nn.Module, proxy_arch: Arch, settings: SearchSettings, data: Dataset, device: torch.device,
     cache: StepTimeCache | None = None,
@@ -64,11 +72,7 @@ def measure_costs(
                         step_dtype(device), in_channels=data.in_channels, num_classes=data.num_classes)
     step = cache.get(key) if cache is not None else None
     if step is None:
-        step = measure_step_time(
-            model, batch=batch, resolution=proxy_arch.resolution, in_channels=data.in_channels,
-            num_classes=data.num_classes, device=device, warmup=settings.measure.warmup,
-            steps=settings.measure.steps,
-        )
+        step = _time_step(model, proxy_arch, settings, data, device, settings.measure.steps)
         if cache is not None:
             cache.put(key, step)
     return Costs(params=params, macs=macs, step=step, seconds=time.perf_counter() - start)
@@ -144,9 +148,7 @@ def measure_reference(settings: SearchSettings, data: Dataset, cache: StepTimeCa
     model = build(proxy_arch, num_classes=data.num_classes, in_channels=data.in_channels)
     # The first timing in a process pays one-off kernel set-up (seen: 490 ms cold vs 256 ms
     # warm); a throw-away pass keeps that out of the normaliser every reward divides by.
-    measure_step_time(model, batch=settings.measure_batch, resolution=proxy_arch.resolution,
-                      in_channels=data.in_channels, num_classes=data.num_classes, device=device,
-                      warmup=settings.measure.warmup, steps=2)
+    _time_step(model, proxy_arch, settings, data, device, steps=2)
     costs = measure_costs(model, proxy_arch, settings, data, device, cache)
     full = build(reference, num_classes=data.num_classes, in_channels=data.in_channels)
     full_macs = count_macs(full, reference.resolution, data.in_channels)
