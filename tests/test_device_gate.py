@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import threading
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -105,25 +108,26 @@ with shared_device(torch.device("cpu")):  # a next step after the measurement
 """
 
 
-def _spawn(code: str, **scope) -> mp.Process:
-    child = mp.get_context("spawn").Process(target=exec, args=(code, scope))
+@contextlib.contextmanager
+def _trainer_in_a_step() -> Iterator[tuple[Any, Any]]:
+    """Spawn `_TRAINER`, wait until it is inside its step; yields (leave event, results queue)."""
+    ctx = mp.get_context("spawn")
+    leave, results = ctx.Event(), ctx.Queue()
+    child = ctx.Process(target=exec, args=(_TRAINER, {"leave": leave, "results": results}))
     child.start()
-    return child
-
-
-def _finish(child: mp.Process) -> None:
-    child.join(30)
-    if child.is_alive():
-        child.kill()
+    try:
+        assert results.get(timeout=30) == "in step"
+        yield leave, results
+    finally:
+        leave.set()
+        child.join(30)
+        if child.is_alive():
+            child.kill()
     assert child.exitcode == 0
 
 
 def test_measurement_waits_for_a_step_in_flight_and_holds_back_the_next() -> None:
-    ctx = mp.get_context("spawn")
-    leave, results = ctx.Event(), ctx.Queue()
-    child = _spawn(_TRAINER, leave=leave, results=results)
-    try:
-        assert results.get(timeout=30) == "in step"
+    with _trainer_in_a_step() as (leave, results):
         with pytest.raises(TimeoutError, match="training steps"), exclusive_device(CPU, timeout=0.3):
             pass
         leave.set()
@@ -132,17 +136,10 @@ def test_measurement_waits_for_a_step_in_flight_and_holds_back_the_next() -> Non
             time.sleep(0.3)
             assert results.empty(), "no step starts while the measurement holds the device"
         assert results.get(timeout=30) == "next step"
-    finally:
-        leave.set()
-        _finish(child)
 
 
 def test_trainers_share_the_gate() -> None:
-    ctx = mp.get_context("spawn")
-    leave, results = ctx.Event(), ctx.Queue()
-    child = _spawn(_TRAINER, leave=leave, results=results)
-    try:
-        assert results.get(timeout=30) == "in step"
+    with _trainer_in_a_step():
         done = threading.Event()
 
         def step() -> None:
@@ -153,9 +150,6 @@ def test_trainers_share_the_gate() -> None:
         thread.start()
         thread.join(10)
         assert done.is_set(), "a second trainer must not wait for the first"
-    finally:
-        leave.set()
-        _finish(child)
 
 
 def test_steps_inside_this_process_measurement_do_not_deadlock() -> None:
