@@ -4,7 +4,7 @@ The run's budget is a total over all processes, enforced in the storage under a 
 (Optuna's own `n_trials` counts per process and `MaxTrialsCallback` overshoots by about a
 trial per worker). JournalStorage has no heartbeat, so each trial records its owner
 (host:pid); a RUNNING trial whose owner process is gone is failed as interrupted and its
-architecture queued again, which is what `--resume` relies on.
+architecture (once fully sampled) queued again, which is what `--resume` relies on.
 """
 
 from __future__ import annotations
@@ -147,7 +147,8 @@ class OptunaSearch:
                     study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
                     study._storage.set_trial_user_attr(t._trial_id, "reason", "interrupted (worker died)")
                     study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
-                    study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+                    if "arch" in t.user_attrs:  # killed mid-sampling, its params are partial: no retry
+                        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
             if not trials:
                 params = self.settings.space.params_for(self.settings.space.reference)
                 if params is not None:

@@ -10,10 +10,11 @@ shared `storage` a multi-node cluster needs for trial checkpoints).
 
 Failures: an error of the candidate itself (divergence, OOM) is reported as a FAIL result and
 never retried; a trial whose actor or node dies is retried up to `max_failures` times from its
-last checkpoint. `--resume` restores Tune's experiment, which Tune snapshots only every few
-seconds, so the run folder is the ledger of finished trials: a restored trial whose number is
-recorded re-reports the recorded result instead of training, and trials the snapshot had not
-seen yet are asked again with their recorded parameters. Nothing finished is lost or repeated.
+last checkpoint (by Tune, or by `resume_lost` where Tune gives up early). `--resume` restores
+Tune's experiment, which Tune snapshots only every few seconds, so the run folder is the ledger
+of finished trials: a restored trial whose number is recorded re-reports the recorded result
+instead of training, and trials the snapshot had not seen yet are asked again with their
+recorded parameters. Nothing finished is lost or repeated.
 
 This is the only module that imports ray.
 """
@@ -347,7 +348,10 @@ class NumberedOptunaSearch(OptunaSearch):
             super().on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        if error or trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            # a Tune error is never the candidate's (run_trial reports those as FAIL results) but a
+            # dead actor or node: it says nothing about the architecture, and a resumed trial is
+            # told when it finishes
             return
         info = (result or {}).get("nas") or {}
         state = "FAIL" if error else info.get("state", "PRUNED") if info.get("final") else "PRUNED"
@@ -401,6 +405,7 @@ class Session:
         self.progress = Progress(budget, len(self.records), show_progress)
         self.show_progress = show_progress
         self.replayed = 0  # finished before a restore, reported again by Tune: not re-run
+        self.lost: set[int] = set()  # errored by Tune before its retries were used: resumed after fit
 
     def say(self, message: str) -> None:
         if self.show_progress:
@@ -454,6 +459,9 @@ class Recorder(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if _session is not None:
+            if trial.num_failures <= getattr(trial, "max_failures", 0):
+                _session.lost.add(int(trial.config[NUMBER]))  # Tune did not retry it: see `resume_lost`
+                return
             error = trial.get_error() or "trial failed"
             if not isinstance(error, BaseException):  # some Ray versions hand back the error's text
                 error = RuntimeError(str(error))
@@ -509,7 +517,7 @@ def _tuner(run: RunDir, settings: SearchSettings, objective: Objective, budget: 
         # without an explicit limit Tune starts searcher trials about one at a time
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=budget,
                                     max_concurrent_trials=options.max_concurrent or capacity(options),
-                                    reuse_actors=True,
+                                    reuse_actors=True,  # ~3 s less per trial (see `resume_lost`)
                                     trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(
             name=EXPERIMENT, storage_path=path.rsplit("/", 1)[0], verbose=0, callbacks=[Recorder()],
@@ -539,19 +547,20 @@ def search(run: RunDir, settings: SearchSettings, budget: int, options: RayOptio
         if len(records) >= budget:
             _session.write_tables()
             return
-        job = TrialJob(settings, objective, cache_name, options.threads,
-                       {n: replay_report(r, objective) for n, r in records.items()})
-        trainable = tune.with_resources(tune.with_parameters(run_trial, data=data, job=job),
-                                        {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial})
+
+        def trainable() -> Any:  # what a trial gets: the data, and the records so far to replay
+            job = TrialJob(settings, objective, cache_name, options.threads,
+                           {n: replay_report(r, objective) for n, r in _session.records.items()})
+            return tune.with_resources(tune.with_parameters(run_trial, data=data, job=job),
+                                       {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial})
+
         path = experiment_path(run, options)
         if resume and tune.Tuner.can_restore(path):
             _session.say(f"restoring the Ray Tune experiment in {path} ({len(records)} trials recorded)")
-            tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=False,
-                                       restart_errored=False)
+            _reconcile(_restore(path, trainable()).fit())
         else:
-            tuner = _tuner(run, settings, objective, budget, options, trainable, records)
-        results = tuner.fit()
-        _reconcile(results)
+            _reconcile(_tuner(run, settings, objective, budget, options, trainable(), records).fit())
+        resume_lost(path, trainable, options.max_failures)
         _session.write_tables()
         if _session.replayed:
             _session.say(f"{_session.replayed} trials that finished before the restore were reported again "
@@ -565,10 +574,37 @@ def search(run: RunDir, settings: SearchSettings, budget: int, options: RayOptio
         ray.shutdown()
 
 
+def _restore(path: str, trainable: Any) -> tune.Tuner:
+    """Tune's experiment at `path`, unfinished and errored trials resumed from their checkpoints
+    (an errored trial that is recorded replays its record; see `run_trial`)."""
+    return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True, restart_errored=False)
+
+
+def resume_lost(path: str, trainable: Any, max_failures: int) -> None:
+    """Resume the trials Tune errored before their `max_failures` retries were used.
+
+    Tune hands a finished trial's cached actor to the next trial with a reset task while that
+    trial is still PENDING, and a failure of that task (the actor's node just died) errors the
+    trial without consulting FailureConfig. Such trials are resumed here from their last
+    checkpoint by restoring the experiment; each round costs a lost trial at least one more
+    failure, so `max_failures` rounds suffice.
+    """
+    assert _session is not None
+    for _ in range(max_failures):
+        if not _session.lost:
+            return
+        _session.say(f"resuming {len(_session.lost)} trial(s) that Ray Tune errored before their retries "
+                     f"were used: {', '.join(map(str, sorted(_session.lost)))}")
+        _session.lost.clear()
+        _reconcile(_restore(path, trainable()).fit())
+
+
 def _reconcile(results: tune.ResultGrid) -> None:
     """Record any finished trial the callback did not see (e.g. one restored as already finished)."""
     assert _session is not None
     for result in results:
         config = result.config or {}
-        if NUMBER in config and int(config[NUMBER]) not in _session.records and (result.metrics or result.error):
+        number = int(config.get(NUMBER, -1))
+        lost = number in _session.lost  # to be resumed, not recorded
+        if number >= 0 and number not in _session.records and not lost and (result.metrics or result.error):
             _session.record(config, result.metrics, error=result.error)

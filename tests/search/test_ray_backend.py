@@ -220,6 +220,46 @@ def test_killed_trial_resumes_from_its_checkpoint(cluster: LoopbackCluster, tmp_
         assert [h["epoch"] for h in record["history"]] == list(range(1, epochs + 1))
 
 
+# A driver that injects one fault: the cached actor Tune hands to the next trial dies (as with its
+# node) just before Tune resets it for that trial.
+_DEAD_CACHED_ACTOR = """
+import sys, time
+import ray
+from ray.tune.execution.tune_controller import TuneController
+from nas.cli import main
+
+reset, killed = TuneController._schedule_trial_reset, []
+
+def reset_a_dead_actor(self, trial, *args, **kwargs):
+    if not killed:
+        ray.kill(trial.temporary_state.ray_actor, no_restart=True)
+        time.sleep(1.0)
+        killed.append(trial.config["number"])
+        print(f"injected: killed the cached actor handed to trial {killed[0]}", flush=True)
+    return reset(self, trial, *args, **kwargs)
+
+TuneController._schedule_trial_reset = reset_a_dead_actor
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@needs_netns
+def test_a_trial_handed_a_dead_cached_actor_is_retried(cluster: LoopbackCluster, tmp_path: Path) -> None:
+    # Tune errors such a trial without using its retries (it fails while PENDING); nas resumes it
+    budget = 4
+    driver = tmp_path / "driver.py"
+    driver.write_text(_DEAD_CACHED_ACTOR)
+    done = cluster.run([sys.executable, str(driver), "search", *FAST, "--epochs", "1", "--budget", str(budget),
+                        "--name", "reuse", "--address", cluster.address, "--max-failures", "2"],
+                       cwd=tmp_path, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    victim = int(done.stdout.split("handed to trial ")[1].split()[0])
+    found = records(tmp_path / "runs" / "reuse")
+    assert sorted(found) == list(range(budget))
+    assert all(r["state"] == "COMPLETE" for r in found.values()), [r["reason"] for r in found.values()]
+    assert found[victim]["ray_failures"] >= 1
+
+
 @needs_netns
 def test_a_trial_bigger_than_any_node_fails_fast(cluster: LoopbackCluster, tmp_path: Path) -> None:
     start = time.perf_counter()
@@ -304,8 +344,10 @@ def test_searcher_tells_optuna_pruned_and_failed_not_complete() -> None:
     searcher.on_trial_complete("b", final)
     failed = {"score": 0.0, "accuracy": 0.0, "step_ms": 0.0, "nas": {"final": True, "state": "FAIL"}}
     searcher.on_trial_complete("c", failed)
-    searcher.on_trial_complete("d", None, error=True)
+    searcher.on_trial_complete("d", None, error=True)  # its actor died: not the architecture's fault
     states = [t.state for t in searcher._ot_study.get_trials()]
     TS = optuna.trial.TrialState
-    assert states == [TS.PRUNED, TS.COMPLETE, TS.FAIL, TS.FAIL]
+    assert states == [TS.PRUNED, TS.COMPLETE, TS.FAIL, TS.RUNNING]
     assert searcher._ot_study.best_value == 0.7
+    searcher.on_trial_complete("d", dict(final, score=0.8))  # its resumed run finished
+    assert searcher._ot_study.trials[3].state == TS.COMPLETE and searcher._ot_study.best_value == 0.8
