@@ -102,11 +102,13 @@ def main() -> None:
     print(f"ray    wall {ray_s:6.1f} s   (trial work {busy:.1f} s)")
     print(f"ray/optuna wall-time ratio       {ray_s / optuna_s:.2f}")
     print(f"ray start-up to first trial      {first_start - launched:.1f} s")
-    print(f"ray hand-off per trial (median)  {statistics.median(handoffs):.2f} s  "
-          f"(mean {statistics.mean(handoffs):.2f} s over {len(handoffs)} hand-offs)")
+    if handoffs:  # none when every trial got a new actor (no actor reuse)
+        print(f"ray hand-off per trial (median)  {statistics.median(handoffs):.2f} s  "
+              f"(mean {statistics.mean(handoffs):.2f} s over {len(handoffs)} hand-offs)")
     print(f"ray in-trial overhead (median)   {statistics.median(in_trial):.2f} s")
-    print(f"ray orchestration overhead/trial {statistics.median(handoffs) + statistics.median(in_trial):.2f} s "
-          f"(hand-off + in-trial; target < 1 s)")
+    if handoffs:
+        print(f"ray orchestration overhead/trial {statistics.median(handoffs) + statistics.median(in_trial):.2f} s "
+              f"(hand-off + in-trial; target < 1 s)")
     print(f"ray amortised overhead/trial     {amortised:.2f} s  ((2 x wall - trial work) / trials, start-up included; "
           f"optuna: {(2 * optuna_s - optuna_busy) / args.budget:.2f} s)")
 
