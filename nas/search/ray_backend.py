@@ -354,7 +354,7 @@ class NumberedOptunaSearch(OptunaSearch):
             # told when it finishes
             return
         info = (result or {}).get("nas") or {}
-        state = "FAIL" if error else info.get("state", "PRUNED") if info.get("final") else "PRUNED"
+        state = info.get("state", "PRUNED") if info.get("final") else "PRUNED"
         ot_trial = self._ot_trials[trial_id]
         try:
             if state == "COMPLETE":
