@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -548,7 +549,7 @@ def search(run: RunDir, settings: SearchSettings, budget: int, options: RayOptio
             _session.write_tables()
             return
 
-        def trainable() -> Any:  # what a trial gets: the data, and the records so far to replay
+        def make_trainable() -> Any:  # what a trial gets: the data, and the records so far to replay
             job = TrialJob(settings, objective, cache_name, options.threads,
                            {n: replay_report(r, objective) for n, r in _session.records.items()})
             return tune.with_resources(tune.with_parameters(run_trial, data=data, job=job),
@@ -557,10 +558,10 @@ def search(run: RunDir, settings: SearchSettings, budget: int, options: RayOptio
         path = experiment_path(run, options)
         if resume and tune.Tuner.can_restore(path):
             _session.say(f"restoring the Ray Tune experiment in {path} ({len(records)} trials recorded)")
-            _reconcile(_restore(path, trainable()).fit())
+            _reconcile(_restore(path, make_trainable()).fit())
         else:
-            _reconcile(_tuner(run, settings, objective, budget, options, trainable(), records).fit())
-        resume_lost(path, trainable, options.max_failures)
+            _reconcile(_tuner(run, settings, objective, budget, options, make_trainable(), records).fit())
+        resume_lost(path, make_trainable, options.max_failures)
         _session.write_tables()
         if _session.replayed:
             _session.say(f"{_session.replayed} trials that finished before the restore were reported again "
@@ -580,7 +581,7 @@ def _restore(path: str, trainable: Any) -> tune.Tuner:
     return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True, restart_errored=False)
 
 
-def resume_lost(path: str, trainable: Any, max_failures: int) -> None:
+def resume_lost(path: str, make_trainable: Callable[[], Any], max_failures: int) -> None:
     """Resume the trials Tune errored before their `max_failures` retries were used.
 
     Tune hands a finished trial's cached actor to the next trial with a reset task while that
@@ -596,7 +597,7 @@ def resume_lost(path: str, trainable: Any, max_failures: int) -> None:
         _session.say(f"resuming {len(_session.lost)} trial(s) that Ray Tune errored before their retries "
                      f"were used: {', '.join(map(str, sorted(_session.lost)))}")
         _session.lost.clear()
-        _reconcile(_restore(path, trainable()).fit())
+        _reconcile(_restore(path, make_trainable()).fit())
 
 
 def _reconcile(results: tune.ResultGrid) -> None:
