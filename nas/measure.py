@@ -17,7 +17,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from nas.device import prepare, synchronize, to_device, train_step
 from nas.device_gate import exclusive_device
 from nas.errors import ConfigError
+from nas.model.blocks import MBConv
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,25 @@ class StepTime:
         return cls(median, float(data["spread"]), int(data["samples"]), float(data.get("min_ms", median)))
 
 
+@dataclass(frozen=True)
+class Repeats:
+    """How many steps a timing takes: `warmup` untimed, then at least `steps` timed, repeating
+    (as torch.utils.benchmark's adaptive_autorange does) until the interquartile range is within
+    `target_spread` of the median or `max_steps` steps were timed."""
+
+    warmup: int = 2
+    steps: int = 5
+    max_steps: int = 20
+    target_spread: float = 0.05
+
+    def check(self) -> None:
+        if self.steps < 1 or self.warmup < 0 or self.max_steps < self.steps:
+            raise ConfigError(
+                f"steps must be >= 1, warmup >= 0 and max_steps >= steps, but got steps={self.steps}, "
+                f"warmup={self.warmup}, max_steps={self.max_steps}"
+            )
+
+
 def _summarise(times_ms: list[float]) -> StepTime:
     median = statistics.median(times_ms)
     if len(times_ms) >= 2:
@@ -90,6 +110,60 @@ def _summarise(times_ms: list[float]) -> StepTime:
     else:
         spread = 0.0
     return StepTime(median_ms=median, spread=spread, samples=len(times_ms), min_ms=min(times_ms))
+
+
+def time_steps(step: Callable[[], object], device: torch.device, repeats: Repeats) -> StepTime:
+    """Time `step()` after its warm-up, synchronising around every timed step (CUDA runs ahead).
+
+    The caller holds the device (`exclusive_device`) so other trials' work is not timed too.
+    """
+    repeats.check()
+    for _ in range(repeats.warmup):
+        step()
+    times_ms: list[float] = []
+    while len(times_ms) < repeats.max_steps:
+        synchronize(device)
+        start = time.perf_counter()
+        step()
+        synchronize(device)
+        times_ms.append((time.perf_counter() - start) * 1000.0)
+        if len(times_ms) >= repeats.steps and _summarise(times_ms).spread <= repeats.target_spread:
+            break
+    return _summarise(times_ms)
+
+
+_warm_devices: set[str] = set()
+
+
+def warm_up_process(device: torch.device, seconds: float = 1.0) -> None:
+    """Once per process and device: run training steps of a small network for `seconds`.
+
+    The first timing in a fresh process pays one-off costs (thread pool start, allocator
+    growth, kernel selection; seen: 490 ms cold vs 256 ms warm for one network); no such timing
+    may enter a cache or a normaliser, so every process warms up before its first timing.
+    """
+    slug = str(device)
+    if slug in _warm_devices:
+        return
+    with torch.random.fork_rng(devices=_fork_devices(device)):
+        torch.manual_seed(0)
+        net = prepare(nn.Sequential(MBConv(32, 32, 3, 1, 4.0, se=0.25), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                    nn.Linear(32, 10)), device)
+        images = to_device(torch.randn(8, 32, 32, 32), device)
+        labels = torch.randint(0, 10, (8,)).to(device)
+        optimizer = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+        deadline = time.perf_counter() + seconds
+        with exclusive_device(device):
+            while time.perf_counter() < deadline:
+                train_step(net, optimizer, images, labels, device)
+            synchronize(device)
+    _warm_devices.add(slug)
+
+
+def _fork_devices(device: torch.device) -> list[int]:
+    if device.type == "cuda":
+        return [device.index if device.index is not None else torch.cuda.current_device()]
+    return []
 
 
 def measure_step_time(
@@ -102,42 +176,32 @@ def measure_step_time(
     device: torch.device,
     warmup: int = 3,
     steps: int = 10,
+    repeats: Repeats | None = None,
 ) -> StepTime:
     """Time forward + backward + SGD step (the trainer's `train_step`) on random data.
 
     Runs on a deep copy, so the caller's weights, BatchNorm statistics and RNG state are
     untouched. Holds the device exclusively (`nas.device_gate`) for warm-up and timing.
+    `repeats` (adaptive) replaces the fixed `warmup` + `steps` when given.
     """
     if batch < 1 or resolution < 1 or in_channels < 1 or num_classes < 1:
         raise ConfigError(
             f"batch, resolution, in_channels and num_classes must be >= 1, but got "
             f"{batch}, {resolution}, {in_channels}, {num_classes}"
         )
-    if steps < 1 or warmup < 0:
-        raise ConfigError(f"steps must be >= 1 and warmup >= 0, but got steps={steps}, warmup={warmup}")
-
-    fork_devices = []
-    if device.type == "cuda":
-        fork_devices = [device.index if device.index is not None else torch.cuda.current_device()]
-    with torch.random.fork_rng(devices=fork_devices):
+    if repeats is None:
+        repeats = Repeats(warmup=warmup, steps=steps, max_steps=max(steps, 1), target_spread=0.0)
+    repeats.check()
+    warm_up_process(device)
+    with torch.random.fork_rng(devices=_fork_devices(device)):
         torch.manual_seed(0)
         net = prepare(copy.deepcopy(model), device)
         net.train()
         optimizer = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
         images = to_device(torch.randn(batch, in_channels, resolution, resolution), device)
         labels = torch.randint(0, num_classes, (batch,)).to(device)
-        times_ms: list[float] = []
         with exclusive_device(device):
-            for _ in range(warmup):
-                train_step(net, optimizer, images, labels, device)
-            for _ in range(steps):
-                synchronize(device)
-                start = time.perf_counter()
-                train_step(net, optimizer, images, labels, device)
-                synchronize(device)
-                times_ms.append((time.perf_counter() - start) * 1000.0)
-    del net, optimizer, images, labels
-    return _summarise(times_ms)
+            return time_steps(lambda: train_step(net, optimizer, images, labels, device), device, repeats)
 
 
 # -- cache -----------------------------------------------------------------------------------

@@ -1,36 +1,42 @@
 """Scoring a trial: the training-aware reward, the MnasNet MACs reward, or Pareto values.
 
     reward (V2)  = acc * (S / S_ref)^w * (P / P_ref)^v     w = -0.07, v = -0.05
-    reward (V1)  = acc * (MACs / T)^w                      T = 400M at full size, w = -0.07
-    pareto       = (acc up, step time down), NSGA-II
+    reward (V1)  = acc * (MACs / T)^w                      T = 400M, w = -0.07
+    pareto       = (acc up, S down), NSGA-II
 
-S_ref, P_ref and the proxy-size T come from the space's reference architecture, measured in
-the same run on the same hardware, so rewards are comparable only within a run.
+S is the candidate's full-size training step at the run's timing shape (`nas.step_cost`), P and
+MACs are the full-size network's; S_ref and P_ref are the space's reference architecture's,
+measured the same way on the same hardware (`Reference.hardware`). A trial timed on other
+hardware carries its own S_ref (`ref_step_ms`), so S / S_ref always compares like with like.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from nas.space import ObjectiveSpec
 
 
 @dataclass(frozen=True)
 class Reference:
-    """The reference architecture's proxy costs: the normalisers of the reward."""
+    """The reference architecture's full-size costs (the reward's normalisers) and where S_ref
+    was measured: the hardware fingerprint and the timing shape."""
 
     step_ms: float
     params: int
     macs: int
-    full_macs: int
+    hardware: dict[str, Any] = field(default_factory=dict)
+    shape: str = ""
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> Reference:
-        return cls(**{k: data[k] for k in ("step_ms", "params", "macs", "full_macs")})
+    def from_dict(cls, data: dict[str, Any]) -> Reference:
+        return cls(step_ms=float(data["step_ms"]), params=int(data["params"]), macs=int(data["macs"]),
+                   hardware=dict(data.get("hardware") or {}), shape=str(data.get("shape", "")))
 
 
 @dataclass(frozen=True)
@@ -44,22 +50,21 @@ class Objective:
             return ["maximize", "minimize"]
         return ["maximize"]
 
-    def target_macs(self) -> float:
-        """T scaled to the proxy: the reference keeps its full-size ratio to T."""
-        return self.spec.target_macs * self.reference.macs / self.reference.full_macs
-
-    def reward(self, accuracy: float, step_ms: float, params: int, macs: int) -> float:
+    def cost_factor(self, step_ms: float, params: int, macs: int, ref_step_ms: float | None = None) -> float:
+        """What multiplies accuracy in the reward: known before training, so pruners can use it."""
         if self.spec.kind == "macs":
-            return accuracy * (macs / self.target_macs()) ** self.spec.macs_weight
-        return (
-            accuracy
-            * (step_ms / self.reference.step_ms) ** self.spec.step_time_weight
-            * (params / self.reference.params) ** self.spec.params_weight
-        )
+            return (macs / self.spec.target_macs) ** self.spec.macs_weight
+        return ((step_ms / (ref_step_ms or self.reference.step_ms)) ** self.spec.step_time_weight
+                * (params / self.reference.params) ** self.spec.params_weight)
 
-    def values(self, accuracy: float, step_ms: float, params: int, macs: int) -> list[float]:
-        """What the sampler optimises, in the order of `directions`."""
+    def reward(self, accuracy: float, step_ms: float, params: int, macs: int,
+               ref_step_ms: float | None = None) -> float:
+        return accuracy * self.cost_factor(step_ms, params, macs, ref_step_ms)
+
+    def values(self, accuracy: float, step_ms: float, params: int, macs: int,
+               ref_step_ms: float | None = None) -> list[float]:
+        """What the sampler optimises, in the order of `directions` (and what pruners judge)."""
         if self.spec.kind == "pareto":
             return [accuracy, step_ms]
-        value = self.reward(accuracy, step_ms, params, macs)
+        value = self.reward(accuracy, step_ms, params, macs, ref_step_ms)
         return [value if math.isfinite(value) else 0.0]

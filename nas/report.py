@@ -332,7 +332,7 @@ def _best_section(data: RunData, full_counts: bool) -> str:
     if best is None:
         return ""
     arch = Arch.from_string(best["arch"])
-    proxy_arch = data.space.proxy.apply(arch) if data.space is not None else None
+    proxy_arch = data.space.proxy_arch(arch) if data.space is not None else None
     out = [f"\n## Best architecture: trial {best['number']}\n\n", arch_table(arch, proxy_arch)]
     out.append("\n")
     ref = data.reference_row
@@ -342,18 +342,30 @@ def _best_section(data: RunData, full_counts: bool) -> str:
     elif data.reference is not None:
         rows.append(["reference (not evaluated in this run)", "–", "–", "–", "–", "–", "–", "–"])
     out.append(md_table(
-        ["", "reward", "proxy accuracy", "step time (ms)", "params (proxy)", "MACs (proxy)",
-         "params (full size)", "MACs (full size)"], rows,
+        ["", "reward", "proxy accuracy", "S: step time (ms)", "params", "MACs",
+         "params (1000 classes)", "MACs (1000 classes)"], rows,
     ))
     proxy = data.config.get("proxy", {})
     out.append(
         f"\nProxy: {proxy.get('resolution', '?')} px, width ×{proxy.get('width', '?')}, "
         f"depth ×{proxy.get('depth', '?')}, "
-        f"{proxy.get('epochs', '?')} epochs, batch {proxy.get('batch', '?')}; step time = forward + backward + "
-        f"optimizer step at the proxy batch, median. Full size: 1000 classes, 3×{arch.resolution}×{arch.resolution} "
-        f"input, as the papers count.\n\nArchitecture string: `{best['arch']}`\n"
+        f"{proxy.get('epochs', '?')} epochs, batch {proxy.get('batch', '?')} (accuracy only). S = forward + "
+        f"backward + optimizer step of the full-size network at {_timing_words(data)}; params and MACs are the "
+        f"full-size network's with the dataset's classes and channels, MACs at {arch.resolution} px. The last two "
+        f"columns: 1000 classes, 3×{arch.resolution}×{arch.resolution} input, as the papers count."
+        f"\n\nArchitecture string: `{best['arch']}`\n"
     )
     return "".join(out)
+
+
+def _timing_words(data: RunData) -> str:
+    """Where S was measured, from reference.json (older runs: the proxy shape)."""
+    ref = data.normalisers
+    shape, hardware = (ref.shape, ref.hardware) if ref is not None else ("", {})
+    if not shape:
+        return "the proxy size"
+    where = f"{hardware.get('device_model') if hardware.get('device') == 'cuda' else hardware.get('cpu', '?')}"
+    return f"{shape} on {where} ({hardware.get('threads', '?')} threads, {hardware.get('dtype', '?')})"
 
 
 def _metric_row(label: str, row: dict[str, Any], arch: Arch | None, full_counts: bool) -> list[Any]:

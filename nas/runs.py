@@ -33,10 +33,11 @@ from nas.arch import Arch
 from nas.errors import ConfigError, RunError
 
 RESULT_COLUMNS = [
-    "number", "state", "reward", "accuracy", "step_ms", "step_spread", "params", "macs", "epochs",
-    "seconds", "reason", "arch",
+    "number", "state", "reward", "accuracy", "step_ms", "step_spread", "ref_step_ms", "params", "macs", "epochs",
+    "seconds", "hardware", "reason", "arch",
 ]
-FINGERPRINT_KEYS = ("space", "space_sha256", "dataset", "proxy", "objective", "reference", "val_fraction", "seed")
+FINGERPRINT_KEYS = ("space", "space_sha256", "dataset", "proxy", "measure", "objective", "reference", "val_fraction",
+                    "seed")
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -231,7 +232,7 @@ def _typed(row: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = dict(row)
     for key in ("number", "params", "macs", "epochs"):
         out[key] = int(row[key]) if row.get(key) else None
-    for key in ("reward", "accuracy", "step_ms", "step_spread", "seconds"):
+    for key in ("reward", "accuracy", "step_ms", "step_spread", "ref_step_ms", "seconds"):
         out[key] = float(row[key]) if row.get(key) else None
     return out
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+import torch
+
 from nas.errors import ConfigError
+from nas.proxy_check import check_proxy_keeps_choices
 from nas.space import Measure, Proxy, SearchSpace
+from nas.step_cost import TimingShape
 from nas.train import ProxyRecipe
 
 SAMPLERS = ("tpe", "random", "nsga2")
@@ -33,9 +37,9 @@ class SearchSettings:
     def measure(self) -> Measure:
         return self.space.measure
 
-    @property
-    def measure_batch(self) -> int:
-        return self.measure.batch or self.proxy.batch
+    def timing_shape(self, device: torch.device, num_classes: int) -> TimingShape:
+        """The shape S is timed at on `device` (the space's `measure`, or the device's defaults)."""
+        return self.measure.timing_shape(device.type, self.space.resolution, num_classes)
 
     def recipe(self) -> ProxyRecipe:
         p = self.proxy
@@ -60,6 +64,7 @@ class SearchSettings:
             raise ConfigError(f"--pruner must be one of {list(PRUNERS)}, but got {self.pruner!r}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"--val-fraction must be in (0, 1), but got {self.val_fraction}")
+        check_proxy_keeps_choices(self.space)
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in asdict(self).items() if k != "space"}

@@ -8,15 +8,17 @@ than one choice, so the Optuna and the Ray backends drive the same space.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
 
-from nas.arch import KERNELS, OPS, STRIDES, Arch, Stage, Validator, parse_frame
+from nas.arch import KERNELS, OPS, STRIDES, Arch, Stage, Validator, parse_frame, round_channels, round_layers
 from nas.errors import ConfigError, describe
+from nas.measure import Repeats
 from nas.resources import load_arch, reference_names, space_path
+from nas.step_cost import METHODS, TimingShape
 
 STAGE_FIELDS = ("op", "kernel", "expansion", "se", "channels", "layers", "skip")
 OBJECTIVE_KINDS = ("reward", "macs", "pareto")
@@ -74,11 +76,34 @@ class Proxy:
 
 @dataclass(frozen=True)
 class Measure:
-    """Step-time measurement settings (batch defaults to the proxy batch)."""
+    """How S, the training-step cost, is measured: the candidate's full-size network at a timing
+    shape (batch, resolution, input channels), by the per-part table or the whole network.
 
+    Unset batch and resolution take device defaults (`timing_shape`): on a CPU a small shape
+    (batch 8, at most 128 px) that still times the candidate's own full width and depth; on a
+    GPU the space's training resolution at batch 32.
+    """
+
+    method: str = "table"
     batch: int | None = None
-    warmup: int = 3
-    steps: int = 10
+    resolution: int | None = None
+    in_channels: int = 3
+    warmup: int = 2
+    steps: int = 5
+    max_steps: int = 20
+    target_spread: float = 0.05
+
+    def repeats(self) -> Repeats:
+        return Repeats(warmup=self.warmup, steps=self.steps, max_steps=self.max_steps,
+                       target_spread=self.target_spread)
+
+    def timing_shape(self, device_type: str, space_resolution: int, num_classes: int) -> TimingShape:
+        if device_type == "cuda":
+            batch, resolution = self.batch or 32, self.resolution or space_resolution
+        else:
+            batch, resolution = self.batch or 8, self.resolution or min(128, space_resolution)
+        return TimingShape(batch=batch, resolution=resolution, in_channels=self.in_channels,
+                           num_classes=num_classes)
 
 
 @dataclass(frozen=True)
@@ -148,6 +173,46 @@ class SearchSpace:
             drop_path=self.drop_path,
         )
 
+    def proxy_arch(self, arch: Arch) -> Arch:
+        """The network that is proxy-trained for `arch`: shrunk by the proxy's width and depth,
+        at the proxy resolution, with every choice of a stage still distinct.
+
+        Plain rounding merges choices (width 0.25 turns channels 12, 16 and 20 into 8 each; depth
+        0.34 turns layers 1, 2, 3 into 1, 1, 2). Here each stage's choices map in order to
+        strictly increasing proxy values (the next multiple of 8 channels, the next layer count),
+        so different architectures train as different networks (`nas.proxy_check` verifies it). Values outside the stage's
+        choices (another architecture) are shrunk by plain rounding.
+        """
+        p = self.proxy
+        width, depth = arch.width * p.width, arch.depth * p.depth
+        matched = len(arch.stages) == len(self.stages)
+        stages = []
+        for i, stage in enumerate(arch.stages):
+            channels = round_channels(stage.channels * width)
+            layers = round_layers(stage.layers, depth)
+            if matched:
+                choices = self.stages[i]
+                channels = _distinct(choices.channels, lambda c: round_channels(c * width), 8).get(stage.channels,
+                                                                                                  channels)
+                # with skip a choice, a stage of several layers keeps a repeated block: only
+                # blocks after the first can have the residual that skip switches
+                floor = 2 if len(choices.skip) > 1 else 1
+                layers = _distinct(choices.layers, lambda n: max(round_layers(n, depth), min(n, floor)), 1).get(
+                    stage.layers, layers)
+            stages.append(replace(stage, channels=channels, layers=layers))
+        return arch.with_(
+            stages=tuple(stages),
+            stem_channels=round_channels(arch.stem_channels * width),
+            head_channels=round_channels(arch.head_channels * width),
+            width=1.0,
+            depth=1.0,
+            resolution=p.resolution,
+            stem_stride=p.stem_stride,
+            dropout=p.dropout,
+            drop_path=p.drop_path,
+            name=f"{arch.name}@proxy" if arch.name else None,
+        )
+
     def size(self) -> int:
         """Number of distinct architectures in the space."""
         total = 1
@@ -182,6 +247,16 @@ class SearchSpace:
                 where += f" ({type(exc).__name__}: {exc})".splitlines()[0][:120]
             raise ConfigError(f"{source}: not valid YAML{where}") from None
         return _parse_space(data, source, base_dir or Path.cwd())
+
+
+def _distinct(choices: tuple[int, ...], shrink, step: int) -> dict[int, int]:
+    """Shrunk value of each choice, raised where needed so that larger choices stay larger."""
+    out: dict[int, int] = {}
+    previous = 0
+    for value in sorted(choices):
+        previous = max(shrink(value), previous + step) if out else shrink(value)
+        out[value] = previous
+    return out
 
 
 def param_name(stage: int, name: str) -> str:
@@ -290,13 +365,27 @@ def _parse_proxy(raw: Any, v: Validator) -> Proxy:
 
 def _parse_measure(raw: Any, v: Validator) -> Measure:
     v.mapping(raw, "measure")
-    v.known_keys(raw, "measure", {"batch", "warmup", "steps"})
+    v.known_keys(raw, "measure", {"method", "batch", "resolution", "in_channels", "warmup", "steps", "max_steps",
+                                  "target_spread"})
     d = Measure()
-    batch = raw.get("batch")
+
+    def optional(key: str, minimum: int) -> int | None:
+        value = raw.get(key)
+        return None if value is None else v.integer(value, f"measure.{key}", minimum=minimum)
+
+    steps = v.integer(raw.get("steps", d.steps), "measure.steps", minimum=1)
+    max_steps = v.integer(raw.get("max_steps", max(d.max_steps, steps)), "measure.max_steps", minimum=1)
+    if max_steps < steps:
+        v.fail("measure.max_steps", max_steps, f"at least measure.steps ({steps})")
     return Measure(
-        batch=None if batch is None else v.integer(batch, "measure.batch", minimum=1),
+        method=v.choice(raw.get("method", d.method), "measure.method", METHODS),
+        batch=optional("batch", 1),
+        resolution=optional("resolution", 8),
+        in_channels=v.integer(raw.get("in_channels", d.in_channels), "measure.in_channels", minimum=1),
         warmup=v.integer(raw.get("warmup", d.warmup), "measure.warmup", minimum=0),
-        steps=v.integer(raw.get("steps", d.steps), "measure.steps", minimum=1),
+        steps=steps,
+        max_steps=max_steps,
+        target_spread=v.number(raw.get("target_spread", d.target_spread), "measure.target_spread", minimum=0.0),
     )
 
 

@@ -174,24 +174,12 @@ def _retrain_threads(workers: int) -> None:
         set_threads(workers)
 
 
-_WARM: set[str] = set()
-
-
 def _warm_up(settings: SearchSettings, dataset: Any) -> None:
     """The first step-time measurement of a process runs slow (allocator, kernels); spend it here,
     once per process."""
     from nas.device import resolve_device
-    from nas.measure import measure_step_time
-    from nas.model import build
+    from nas.measure import warm_up_process
 
-    device = resolve_device(settings.device)
-    if str(device) in _WARM:
-        return
-    model = build(settings.proxy.apply(settings.space.reference), num_classes=dataset.num_classes,
-                  in_channels=dataset.in_channels)
-    measure_step_time(model, batch=settings.measure_batch, resolution=settings.proxy.resolution,
-                      in_channels=dataset.in_channels, num_classes=dataset.num_classes, device=device,
-                      warmup=settings.measure.warmup, steps=2)
-    _WARM.add(str(device))
+    warm_up_process(resolve_device(settings.device))
 
 

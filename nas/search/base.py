@@ -16,7 +16,8 @@ from nas.tblog import write_trial_events
 
 # Trial attributes stored with every trial (Optuna user attrs, Ray results); rows and
 # reports are built from these alone, so either backend's runs read the same.
-METRIC_KEYS = ("accuracy", "step_ms", "step_spread", "params", "macs", "epochs", "seconds")
+METRIC_KEYS = ("accuracy", "step_ms", "step_spread", "ref_step_ms", "params", "macs", "epochs", "seconds",
+               "hardware")
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -34,6 +35,8 @@ def result_attrs(result: TrialResult) -> dict[str, Any]:
         "accuracy": result.accuracy,
         "step_ms": result.step_ms,
         "step_spread": result.step_spread,
+        "ref_step_ms": result.ref_step_ms,
+        "hardware": result.hardware,
         "params": result.params,
         "macs": result.macs,
         "epochs": result.epochs,
@@ -46,7 +49,8 @@ def make_row(number: int, state: str, attrs: dict[str, Any], objective: Objectiv
     row.update({k: attrs.get(k) for k in METRIC_KEYS})
     row["reason"] = attrs.get("reason", "")
     if row["accuracy"] is not None and row["step_ms"] is not None:
-        row["reward"] = objective.reward(row["accuracy"], row["step_ms"], row["params"], row["macs"])
+        row["reward"] = objective.reward(row["accuracy"], row["step_ms"], row["params"], row["macs"],
+                                         row.get("ref_step_ms"))
     return row
 
 

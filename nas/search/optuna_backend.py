@@ -26,7 +26,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.data import Dataset, load_dataset
-from nas.device import set_threads
+from nas.device import resolve_device, set_threads
 from nas.errors import RunError
 from nas.measure import StepTimeCache
 from nas.objective import Objective, Reference
@@ -35,7 +35,7 @@ from nas.search.base import best_reward as base_best_reward
 from nas.search.base import failure_reason, make_row, record_trial, result_attrs, write_rows
 from nas.search.journal_lock import FlockJournalLock
 from nas.search.progress import Progress
-from nas.search.trial import evaluate, measure_reference
+from nas.search.trial import measure_reference, prepare_candidate, train_candidate, warn_if_other_hardware
 from nas.settings import SearchSettings
 
 STUDY_NAME = "nas"
@@ -107,10 +107,17 @@ class OptunaSearch:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def reference(self, data: Dataset, cache: StepTimeCache) -> Reference:
-        """Measured once per run (the first worker does it), then read back."""
+        """Measured once per run (the first worker does it), then read back.
+
+        Every trial also carries S_ref timed on its own hardware, so a worker on different
+        hardware (another machine, another thread count, after a resume) compares its
+        candidates with the reference timed where they were; it says so once.
+        """
         with self.locked():
             if self.run.reference_path.is_file():
-                return Reference.from_dict(json.loads(self.run.reference_path.read_text()))
+                ref = Reference.from_dict(json.loads(self.run.reference_path.read_text()))
+                warn_if_other_hardware(ref, resolve_device(self.settings.device))
+                return ref
             ref = measure_reference(self.settings, data, cache)
             self.run.reference_path.write_text(json.dumps(ref.to_dict(), indent=2) + "\n")
             return ref
@@ -197,15 +204,21 @@ class OptunaSearch:
         trial.set_user_attr("arch", arch.to_string())
         single = len(objective.directions) == 1
 
+        start = time.perf_counter()
+        costs = None
+
         def on_epoch(epoch: int, accuracy: float) -> bool:
-            if not single:
+            if not single or costs is None:
                 return True  # Optuna cannot prune multi-objective studies
-            trial.report(accuracy, epoch)
+            # the pruner judges what the sampler maximises: accuracy so far x the known cost factor
+            trial.report(objective.values(accuracy, costs.step.median_ms, costs.params, costs.macs,
+                                          costs.ref_step.median_ms)[0], epoch)
             return not trial.should_prune()
 
-        start = time.perf_counter()
         try:
-            result = evaluate(arch, self.settings, data, on_epoch=on_epoch, cache=cache)
+            candidate = prepare_candidate(arch, self.settings, data, cache)
+            costs = candidate.costs
+            result = train_candidate(candidate, self.settings, data, on_epoch)
         except KeyboardInterrupt:
             # not the trial's fault: mark it interrupted so --resume runs the same architecture again
             trial.set_user_attr("interrupted", True)
@@ -229,7 +242,8 @@ class OptunaSearch:
             if state == "PRUNED":
                 study.tell(trial, state=TrialState.PRUNED)
             else:
-                study.tell(trial, objective.values(result.accuracy, result.step_ms, result.params, result.macs))
+                study.tell(trial, objective.values(result.accuracy, result.step_ms, result.params, result.macs,
+                                                   result.ref_step_ms))
         trials = study.get_trials(deepcopy=False)
         write_tables(self.run, trials, objective)
         progress.update(count_finished(trials), row, best_reward(trials, objective))

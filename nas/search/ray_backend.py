@@ -198,9 +198,11 @@ def node_cache(name: str) -> StepTimeCache:
     return StepTimeCache(Path(tempfile.gettempdir()) / "nas-step-times" / name)
 
 
-def tune_metrics(objective: Objective, accuracy: float, step_ms: float, params: int, macs: int) -> dict[str, float]:
-    """The numbers Tune's searcher and scheduler read (always present, always finite)."""
-    values = objective.values(accuracy, step_ms, params, macs)
+def tune_metrics(objective: Objective, accuracy: float, step_ms: float, params: int, macs: int,
+                 ref_step_ms: float | None = None) -> dict[str, float]:
+    """The numbers Tune's searcher and scheduler read (always present, always finite): `score`
+    is what the sampler maximises, and what ASHA judges, epoch by epoch."""
+    values = objective.values(accuracy, step_ms, params, macs, ref_step_ms)
     score = values[0] if objective.spec.kind != "pareto" else accuracy
     return {"accuracy": float(accuracy), "step_ms": float(step_ms),
             "score": float(score) if math.isfinite(score) else 0.0}
@@ -270,7 +272,7 @@ def run_trial(config: dict[str, Any], data: Dataset | None = None, job: TrialJob
         candidate = prepare_candidate(arch, settings, data, node_cache(job.cache_name))
         costs = candidate.costs
         counts = {"step_ms": costs.step.median_ms, "step_spread": costs.step.spread, "params": costs.params,
-                  "macs": costs.macs}
+                  "macs": costs.macs, "ref_step_ms": costs.ref_step.median_ms, "hardware": costs.hardware.key()}
 
         def on_state(state: dict[str, Any]) -> None:
             epoch, accuracy = int(state["epoch"]), state["history"][-1]["val_acc"]
@@ -280,7 +282,8 @@ def run_trial(config: dict[str, Any], data: Dataset | None = None, job: TrialJob
                 return
             info = dict(base, **counts, accuracy=accuracy, epochs=epoch, history=list(state["history"]),
                         seconds=round(time.perf_counter() - start, 3))
-            metrics = tune_metrics(objective, accuracy, costs.step.median_ms, costs.params, costs.macs)
+            metrics = tune_metrics(objective, accuracy, costs.step.median_ms, costs.params, costs.macs,
+                                   costs.ref_step.median_ms)
             _report(metrics, info, {"epochs": epoch, "written_by": where}, state=state)
 
         result = train_candidate(candidate, settings, data, resume=resume, on_state=on_state)
@@ -292,7 +295,8 @@ def run_trial(config: dict[str, Any], data: Dataset | None = None, job: TrialJob
     else:
         info = dict(base, final=True, state="COMPLETE", **result_attrs(result), history=result.history)
         info["seconds"] = round(costs.seconds + result.train_seconds, 3)  # measuring + training
-        metrics = tune_metrics(objective, result.accuracy, result.step_ms, result.params, result.macs)
+        metrics = tune_metrics(objective, result.accuracy, result.step_ms, result.params, result.macs,
+                               result.ref_step_ms)
         final = {"metrics": metrics, "nas": info}
     final["nas"]["ended_at"] = time.time()
     _report(final["metrics"], final["nas"], {"final": dict(final["metrics"], nas=final["nas"])})
@@ -390,7 +394,8 @@ def replay_report(record: dict[str, Any], objective: Objective) -> dict[str, Any
     if record["state"] == "FAIL" or record.get("accuracy") is None or record.get("step_ms") is None:
         metrics = {"accuracy": 0.0, "step_ms": 0.0, "score": 0.0}
     else:
-        metrics = tune_metrics(objective, record["accuracy"], record["step_ms"], record["params"], record["macs"])
+        metrics = tune_metrics(objective, record["accuracy"], record["step_ms"], record["params"], record["macs"],
+                               record.get("ref_step_ms"))
     return dict(metrics, nas=info)
 
 
@@ -510,7 +515,10 @@ def _tuner(run: RunDir, settings: SearchSettings, objective: Objective, budget: 
     epochs = settings.proxy.epochs
     scheduler: Any = FIFOScheduler()
     if options.asha and epochs > 1:
-        scheduler = ASHAScheduler(metric="accuracy", mode="max", time_attr="training_iteration", max_t=epochs,
+        # ASHA judges the objective (accuracy x cost factor), as the sampler does; a Pareto
+        # search has no single objective, so there it judges accuracy
+        scheduler = ASHAScheduler(metric="score" if single else "accuracy", mode="max",
+                                  time_attr="training_iteration", max_t=epochs,
                                   grace_period=1, reduction_factor=2)
     path = experiment_path(run, options)
     return tune.Tuner(

@@ -6,6 +6,7 @@ the backend's job (`nas.objective`), so a result can be re-scored without re-tra
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -14,12 +15,16 @@ import torch
 
 from nas.arch import Arch
 from nas.data import Dataset
-from nas.device import device_name, resolve_device, step_dtype
-from nas.measure import StepTime, StepTimeCache, count_macs, count_params, measure_step_time, step_time_key
+from nas.device import device_name, resolve_device
+from nas.hardware import Hardware, fingerprint
+from nas.measure import StepTime, StepTimeCache, count_macs, count_params
 from nas.model import build
 from nas.objective import Reference
 from nas.settings import SearchSettings
+from nas.step_cost import step_cost
 from nas.train import EpochCallback, StateCallback, proxy_train
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -28,6 +33,8 @@ class TrialResult:
     accuracy: float
     step_ms: float
     step_spread: float
+    ref_step_ms: float
+    hardware: str
     params: int
     macs: int
     epochs: int
@@ -43,44 +50,41 @@ class TrialResult:
 
 @dataclass(frozen=True)
 class Costs:
-    """What a trial measures before training: counts and step time."""
+    """What a trial measures before training, all of the full-size candidate: parameters, MACs
+    at the space's resolution, S at the timing shape, and S_ref on the same hardware."""
 
     params: int
     macs: int
     step: StepTime
+    ref_step: StepTime
+    hardware: Hardware
     seconds: float
 
 
-def _time_step(model: torch.nn.Module, proxy_arch: Arch, settings: SearchSettings, data: Dataset,
-               device: torch.device, steps: int) -> StepTime:
-    """The space's step-time measurement of `model` at the proxy size and the data's shape."""
-    return measure_step_time(model, batch=settings.measure_batch, resolution=proxy_arch.resolution,
-                             in_channels=data.in_channels, num_classes=data.num_classes, device=device,
-                             warmup=settings.measure.warmup, steps=steps)
+def full_size_counts(arch: Arch, resolution: int, data: Dataset) -> tuple[int, int]:
+    """Parameters and multiply-adds of the full-size network, built on the meta device (no
+    memory, no compute: an EfficientNetV2-S costs milliseconds to count)."""
+    with torch.device("meta"):
+        model = build(arch, num_classes=data.num_classes, in_channels=data.in_channels)
+    return count_params(model), count_macs(model, resolution, data.in_channels)
 
 
-def measure_costs(
-    model: torch.nn.Module, proxy_arch: Arch, settings: SearchSettings, data: Dataset, device: torch.device,
-    cache: StepTimeCache | None = None,
-) -> Costs:
-    """Counts and step time of `model` (timed on a copy, so its weights stay untouched)."""
+def measure_costs(arch: Arch, settings: SearchSettings, data: Dataset, device: torch.device,
+                  cache: StepTimeCache | None = None) -> Costs:
+    """Counts and S of the full-size `arch`, and S_ref of the space's reference timed the same way."""
     start = time.perf_counter()
-    params = count_params(model)
-    macs = count_macs(model, proxy_arch.resolution, data.in_channels)
-    batch = settings.measure_batch
-    key = step_time_key(proxy_arch.to_string(), device_name(device), batch, proxy_arch.resolution,
-                        step_dtype(device), in_channels=data.in_channels, num_classes=data.num_classes)
-    step = cache.get(key) if cache is not None else None
-    if step is None:
-        step = _time_step(model, proxy_arch, settings, data, device, settings.measure.steps)
-        if cache is not None:
-            cache.put(key, step)
-    return Costs(params=params, macs=macs, step=step, seconds=time.perf_counter() - start)
+    params, macs = full_size_counts(arch, settings.space.resolution, data)
+    shape = settings.timing_shape(device, data.num_classes)
+    repeats, method = settings.measure.repeats(), settings.measure.method
+    ref_step = step_cost(settings.space.reference, shape, device, repeats, method, cache)
+    step = step_cost(arch, shape, device, repeats, method, cache)
+    return Costs(params=params, macs=macs, step=step, ref_step=ref_step, hardware=fingerprint(device),
+                 seconds=time.perf_counter() - start)
 
 
 @dataclass
 class Candidate:
-    """An architecture built at the proxy size (seeded weights), counted and timed, not yet trained."""
+    """A full-size architecture's proxy network (seeded weights) and its full-size costs, not yet trained."""
 
     arch: Arch
     model: torch.nn.Module
@@ -90,12 +94,12 @@ class Candidate:
 
 def prepare_candidate(arch: Arch, settings: SearchSettings, data: Dataset,
                       cache: StepTimeCache | None = None) -> Candidate:
-    """Build and measure one full-size architecture at the proxy size."""
+    """Build the proxy network of a full-size architecture (seeded weights) and measure the
+    full-size costs."""
     device = resolve_device(settings.device)
-    proxy_arch = settings.proxy.apply(arch)
     torch.manual_seed(settings.seed)  # the same architecture starts from the same weights
-    model = build(proxy_arch, num_classes=data.num_classes, in_channels=data.in_channels)
-    return Candidate(arch, model, measure_costs(model, proxy_arch, settings, data, device, cache), device)
+    model = build(settings.space.proxy_arch(arch), num_classes=data.num_classes, in_channels=data.in_channels)
+    return Candidate(arch, model, measure_costs(arch, settings, data, device, cache), device)
 
 
 def train_candidate(
@@ -118,6 +122,8 @@ def train_candidate(
         accuracy=outcome.accuracy,
         step_ms=costs.step.median_ms,
         step_spread=costs.step.spread,
+        ref_step_ms=costs.ref_step.median_ms,
+        hardware=costs.hardware.key(),
         params=costs.params,
         macs=costs.macs,
         epochs=len(outcome.history),
@@ -141,15 +147,21 @@ def evaluate(
 
 
 def measure_reference(settings: SearchSettings, data: Dataset, cache: StepTimeCache | None = None) -> Reference:
-    """The reward's normalisers: the space's reference at the proxy size, plus its full-size MACs."""
+    """The reward's normalisers: the space's reference at full size, S_ref timed like every
+    candidate, with the hardware fingerprint and timing shape it was measured at."""
     device = resolve_device(settings.device)
-    reference = settings.space.reference
-    proxy_arch = settings.proxy.apply(reference)
-    model = build(proxy_arch, num_classes=data.num_classes, in_channels=data.in_channels)
-    # The first timing in a process pays one-off kernel set-up (seen: 490 ms cold vs 256 ms
-    # warm); a throw-away pass keeps that out of the normaliser every reward divides by.
-    _time_step(model, proxy_arch, settings, data, device, steps=2)
-    costs = measure_costs(model, proxy_arch, settings, data, device, cache)
-    full = build(reference, num_classes=data.num_classes, in_channels=data.in_channels)
-    full_macs = count_macs(full, reference.resolution, data.in_channels)
-    return Reference(step_ms=costs.step.median_ms, params=costs.params, macs=costs.macs, full_macs=full_macs)
+    costs = measure_costs(settings.space.reference, settings, data, device, cache)
+    return Reference(step_ms=costs.ref_step.median_ms, params=costs.params, macs=costs.macs,
+                     hardware=costs.hardware.to_dict(),
+                     shape=settings.timing_shape(device, data.num_classes).describe())
+
+
+def warn_if_other_hardware(reference: Reference, device: torch.device) -> None:
+    """Say once when this process times on other hardware than the run's reference.json."""
+    if not reference.hardware:
+        return
+    here = fingerprint(device)
+    differences = Hardware.from_dict(reference.hardware).differences(here)
+    if differences:
+        log.warning("this process times steps on other hardware than the run's reference (%s); its "
+                    "candidates are compared with the reference timed here", "; ".join(differences))

@@ -1,0 +1,76 @@
+"""Which hardware a timing belongs to.
+
+A step time means something only next to the machine it was measured on: the same network
+steps at different speeds on another CPU model, with another thread count, in another dtype or
+torch release. Every cached timing and every reward normaliser carries this fingerprint, so
+timings from different hardware are never mixed silently.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from typing import Any
+
+import torch
+
+from nas.device import step_dtype
+
+
+@lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo; the platform's processor string elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return " ".join(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown-cpu"
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """Device kind and model, CPU model, torch threads, step dtype and torch version."""
+
+    device: str
+    device_model: str
+    cpu: str
+    threads: int
+    dtype: str
+    torch: str
+
+    def key(self) -> str:
+        """One-line form used inside cache keys."""
+        return f"{self.device}:{self.device_model}|{self.cpu}|{self.threads}t|{self.dtype}|torch{self.torch}"
+
+    def describe(self) -> str:
+        where = self.device_model if self.device != "cpu" else f"CPU {self.cpu}"
+        return f"{where}, {self.threads} threads, {self.dtype}, torch {self.torch}"
+
+    def differences(self, other: Hardware) -> list[str]:
+        """`field: mine -> theirs` for every field that differs."""
+        mine, theirs = asdict(self), asdict(other)
+        return [f"{k}: {mine[k]} -> {theirs[k]}" for k in mine if mine[k] != theirs[k]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Hardware:
+        return cls(**{k: data[k] for k in ("device", "device_model", "cpu", "threads", "dtype", "torch")})
+
+
+def fingerprint(device: torch.device) -> Hardware:
+    """The fingerprint of `device` as this process uses it now (threads can change at run time)."""
+    model = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return Hardware(
+        device=device.type,
+        device_model=model,
+        cpu=cpu_model(),
+        threads=torch.get_num_threads(),
+        dtype=step_dtype(device),
+        torch=torch.__version__.split("+")[0],
+    )

@@ -1,0 +1,80 @@
+"""Does the proxy keep a space's choices apart? A choice that shrinks into another one (two
+channel counts rounded to the same multiple of 8, two layer counts rounded up to the same depth,
+two SE ratios giving the same squeeze width) makes different architectures train as one network:
+the sampler spends trials on a difference that is not there, and the winner's value for that
+choice is noise. `collapsed_choices` finds every such case before a search starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from nas.arch import Arch, Stage
+from nas.errors import ConfigError
+from nas.model.blocks import expanded_channels, squeeze_channels
+from nas.space import STAGE_FIELDS, SearchSpace
+
+
+def block_signature(arch: Arch) -> tuple[Any, ...]:
+    """What the builder instantiates for `arch`, block by block (the same helpers size the
+    layers), without building it: two architectures with equal signatures are one network."""
+    blocks: list[tuple[Any, ...]] = []
+    channels = arch.resolved_stem_channels
+    for stage in arch.resolved_stages():
+        for layer in range(stage.layers):
+            stride = stage.stride if layer == 0 else 1
+            residual = stage.skip and stride == 1 and channels == stage.channels
+            se = squeeze_channels(channels, stage.se) if stage.se > 0 else 0
+            blocks.append((stage.op, stage.kernel, channels, stage.channels, stride,
+                           expanded_channels(channels, stage.expansion), se, residual))
+            channels = stage.channels
+    return (arch.resolved_stem_channels, arch.stem_stride, tuple(blocks), arch.resolved_head_channels)
+
+
+def _bases(space: SearchSpace) -> list[Arch]:
+    """Architectures whose single-field variations are compared: every stage at its first
+    choices, at its last choices, and the reference when it lies in the space."""
+    first = space._arch(tuple(_stage_at(space, i, 0) for i in range(len(space.stages))))
+    last = space._arch(tuple(_stage_at(space, i, -1) for i in range(len(space.stages))))
+    bases = [first, last]
+    if space.params_for(space.reference) is not None:
+        bases.append(space.reference)
+    return bases
+
+
+def _stage_at(space: SearchSpace, index: int, pick: int) -> Stage:
+    st = space.stages[index]
+    return Stage(stride=st.stride, **{name: st.choices(name)[pick] for name in STAGE_FIELDS})
+
+
+def collapsed_choices(space: SearchSpace) -> list[str]:
+    """One line per stage field whose choices differ at full size but not at the proxy."""
+    problems: dict[tuple[int, str], set[Any]] = {}
+    for base in _bases(space):
+        for i, st in enumerate(space.stages):
+            for name in STAGE_FIELDS:
+                options = st.choices(name)
+                if len(options) < 2:
+                    continue
+                seen: dict[tuple[Any, ...], list[tuple[Any, tuple[Any, ...]]]] = {}
+                for value in options:
+                    stages = list(base.stages)
+                    stages[i] = replace(stages[i], **{name: value})
+                    arch = base.with_(stages=tuple(stages))
+                    proxy = block_signature(space.proxy_arch(arch))
+                    seen.setdefault(proxy, []).append((value, block_signature(arch)))
+                for group in seen.values():
+                    if len({full for _, full in group}) > 1:  # apart at full size, one at the proxy
+                        problems.setdefault((i, name), set()).update(v for v, _ in group)
+    p = space.proxy
+    return [f"stages[{i}].{name}: choices {sorted(values)} become the same network under the proxy "
+            f"(width x{p.width}, depth x{p.depth})" for (i, name), values in sorted(problems.items())]
+
+
+def check_proxy_keeps_choices(space: SearchSpace) -> None:
+    """Refuse a space whose proxy merges choices (ConfigError naming each stage and field)."""
+    problems = collapsed_choices(space)
+    if problems:
+        raise ConfigError(f"{space.source}: {problems[0]}; raise proxy.width or proxy.depth, or drop one of the "
+                          f"choices" + (f" ({len(problems) - 1} more such fields)" if len(problems) > 1 else ""))

@@ -1,0 +1,186 @@
+"""S, the training-step cost of a candidate: its own full-width, full-depth network, timed at a
+declared timing shape on the device the search runs on.
+
+Timing each candidate's whole network at that shape costs seconds per trial on a CPU (an
+EfficientNetV2-S step at 128 px, batch 8 takes ~0.43 s on 2 cores). A network is a chain of
+parts (stem, blocks, head) and a training step's cost is, to first order, the sum of its parts'
+forward + backward + optimizer costs, so the default `table` method times each distinct part once
+per hardware and sums them (the lookup-table approach of ProxylessNAS, FBNet and Once-for-All).
+A search space repeats the same parts across candidates (v2 has under 300), so after the first
+trials almost every part is a cache hit. `network` times the whole candidate instead: exact but
+slow. benchmarks/cost_fidelity.py validates the table against whole-network timings.
+
+Parts are identified by what they compute: the module's structure (its repr) and its input
+shape, at zero drop rates, so the key does not depend on how the builder names things.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from nas.arch import Arch
+from nas.device import autocast, prepare, to_device
+from nas.device_gate import exclusive_device
+from nas.hardware import Hardware, fingerprint
+from nas.measure import Repeats, StepTime, StepTimeCache, measure_step_time, time_steps, warm_up_process
+from nas.model import build
+from nas.model.network import EfficientNet
+
+METHODS = ("table", "network")
+
+
+@dataclass(frozen=True)
+class TimingShape:
+    """The input a step is timed on: batch, image size, input channels and classes."""
+
+    batch: int
+    resolution: int
+    in_channels: int = 3
+    num_classes: int = 10
+
+    def describe(self) -> str:
+        return (f"batch {self.batch}, {self.resolution}x{self.resolution} px, {self.in_channels} channels, "
+                f"{self.num_classes} classes")
+
+    def token(self) -> str:
+        return f"b{self.batch}_r{self.resolution}_in{self.in_channels}_nc{self.num_classes}"
+
+
+class _HeadSection(nn.Module):
+    """The network after its last block: 1x1 conv, pool, dropout, classifier (the loss follows)."""
+
+    def __init__(self, net: EfficientNet) -> None:
+        super().__init__()
+        self.head, self.pool, self.dropout, self.classifier = net.head, net.pool, net.dropout, net.classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(torch.flatten(self.pool(self.head(x)), 1)))
+
+
+@dataclass(frozen=True)
+class Part:
+    """One timed piece of a network: `kind` is stem, block or head."""
+
+    kind: str
+    module: nn.Module
+    input_shape: tuple[int, ...]
+
+    def key(self) -> str:
+        digest = hashlib.sha1(f"{self.module!r}|{self.input_shape}".encode()).hexdigest()[:20]
+        return f"{self.kind}|{'x'.join(map(str, self.input_shape))}|{digest}"
+
+
+def timing_arch(arch: Arch) -> Arch:
+    """The architecture as timed: drop rates zeroed, so equal parts get equal keys (a dropped
+    path costs one mask multiply, measured as noise in benchmarks/cost_fidelity.py)."""
+    return arch.with_(dropout=0.0, drop_path=0.0, name=arch.name)
+
+
+def network_parts(net: EfficientNet, shape: TimingShape) -> list[Part]:
+    """The stem, every block and the head section of `net`, each with the input shape it sees
+    at `shape` (found by one forward pass; on the meta device it costs no compute)."""
+    modules: list[tuple[str, nn.Module]] = [("stem", net.stem)]
+    modules += [("block", block) for stage in net.stages for block in stage]
+    inputs: dict[int, tuple[int, ...]] = {}
+
+    def recorder(index: int):
+        def hook(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:  # None: the input is kept
+            inputs[index] = tuple(args[0].shape)
+        return hook
+
+    hooks = [m.register_forward_pre_hook(recorder(i)) for i, (_, m) in enumerate(modules)]
+    device = next(net.parameters()).device
+    try:
+        with torch.no_grad():
+            x = net.stages(net.stem(torch.zeros(shape.batch, shape.in_channels, shape.resolution,
+                                                shape.resolution, device=device)))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    parts = [Part(kind, module, inputs[i]) for i, (kind, module) in enumerate(modules)]
+    parts.append(Part("head", _HeadSection(net), tuple(x.shape)))
+    return parts
+
+
+def _time_part(part: Part, shape: TimingShape, device: torch.device, repeats: Repeats) -> StepTime:
+    """Forward + backward (into the part's input too, as inside the network) + SGD step of one part."""
+    with torch.random.fork_rng(devices=[] if device.type != "cuda" else [device.index or 0]):
+        torch.manual_seed(0)
+        net = prepare(copy.deepcopy(part.module), device)
+        net.train()
+        optimizer = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+        x = to_device(torch.randn(part.input_shape), device)
+        x.requires_grad_(part.kind != "stem")  # the images need no gradient; every later input does
+        labels = torch.randint(0, shape.num_classes, (shape.batch,)).to(device)
+
+        def step() -> None:
+            with autocast(device):
+                out = net(x)
+                head = part.kind == "head"
+                loss = nn.functional.cross_entropy(out.float(), labels) if head else out.float().mean()
+            optimizer.zero_grad(set_to_none=True)
+            x.grad = None
+            loss.backward()
+            optimizer.step()
+
+        with exclusive_device(device):
+            return time_steps(step, device, repeats)
+
+
+def _combine(times: list[StepTime]) -> StepTime:
+    """The sum of the parts' medians; spread is that of the sum for independent parts."""
+    total = sum(t.median_ms for t in times)
+    spread = sum((t.spread * t.median_ms) ** 2 for t in times) ** 0.5 / total if total > 0 else 0.0
+    return StepTime(median_ms=total, spread=spread, samples=min(t.samples for t in times),
+                    min_ms=sum(t.min_ms for t in times))
+
+
+def table_step_time(arch: Arch, shape: TimingShape, device: torch.device, repeats: Repeats,
+                    cache: StepTimeCache | None = None, hardware: Hardware | None = None) -> StepTime:
+    """S by the table: the sum of the cached (or now timed) step times of `arch`'s parts."""
+    hardware = hardware or fingerprint(device)
+    timed = timing_arch(arch)
+    with torch.device("meta"):
+        meta_net = build(timed, num_classes=shape.num_classes, in_channels=shape.in_channels)
+    parts = network_parts(meta_net, shape)
+    keys = [f"{hardware.key()}|{part.key()}" for part in parts]
+    found = {k: cache.get(k) if cache is not None else None for k in keys}
+    if any(v is None for v in found.values()):
+        warm_up_process(device)
+        real_parts = network_parts(build(timed, num_classes=shape.num_classes, in_channels=shape.in_channels),
+                                   shape)
+        for key, part in zip(keys, real_parts, strict=True):
+            if found[key] is None:
+                found[key] = _time_part(part, shape, device, repeats)
+                if cache is not None:
+                    cache.put(key, found[key])
+    return _combine([found[k] for k in keys])  # type: ignore[misc]
+
+
+def network_step_time(arch: Arch, shape: TimingShape, device: torch.device, repeats: Repeats,
+                      cache: StepTimeCache | None = None, hardware: Hardware | None = None) -> StepTime:
+    """S by timing the candidate's whole full-size network at `shape` (exact, seconds per trial)."""
+    hardware = hardware or fingerprint(device)
+    key = f"{hardware.key()}|network|{shape.token()}|{arch.to_string()}"
+    step = cache.get(key) if cache is not None else None
+    if step is None:
+        model = build(arch, num_classes=shape.num_classes, in_channels=shape.in_channels)
+        step = measure_step_time(model, batch=shape.batch, resolution=shape.resolution,
+                                 in_channels=shape.in_channels, num_classes=shape.num_classes, device=device,
+                                 repeats=repeats)
+        if cache is not None:
+            cache.put(key, step)
+    return step
+
+
+def step_cost(arch: Arch, shape: TimingShape, device: torch.device, repeats: Repeats, method: str = "table",
+              cache: StepTimeCache | None = None) -> StepTime:
+    """S of `arch` (a full-size architecture) by `method` (table or network)."""
+    timer = table_step_time if method == "table" else network_step_time
+    return timer(arch, shape, device, repeats, cache)
+
