@@ -1,4 +1,4 @@
-"""Does the proxy keep a space's choices apart? A choice that shrinks into another one (two
+"""Does the proxy keep a space's choices apart (and are they apart at full size)? A choice that shrinks into another one (two
 channel counts rounded to the same multiple of 8, two layer counts rounded up to the same depth,
 two SE ratios giving the same squeeze width) makes different architectures train as one network:
 the sampler spends trials on a difference that is not there, and the winner's value for that
@@ -49,32 +49,49 @@ def _stage_at(space: SearchSpace, index: int, pick: int) -> Stage:
 
 
 def collapsed_choices(space: SearchSpace) -> list[str]:
-    """One line per stage field whose choices differ at full size but not at the proxy."""
-    problems: dict[tuple[int, str], set[Any]] = {}
-    for base in _bases(space):
+    """One line per stage field whose choices are one network where they should be two: at the
+    proxy though not at full size, or already at full size (the builder rounds channels to
+    multiples of 8, so e.g. 12 and 16 channels are one network)."""
+    at_proxy: dict[tuple[int, str], set[Any]] = {}
+    at_full: dict[tuple[int, str], list[frozenset[Any]]] = {}
+    bases = _bases(space)
+    for base in bases:
         for i, st in enumerate(space.stages):
             for name in STAGE_FIELDS:
                 options = st.choices(name)
                 if len(options) < 2:
                     continue
-                seen: dict[tuple[Any, ...], list[tuple[Any, tuple[Any, ...]]]] = {}
+                proxies: dict[tuple[Any, ...], list[tuple[Any, tuple[Any, ...]]]] = {}
+                fulls: dict[tuple[Any, ...], set[Any]] = {}
                 for value in options:
                     stages = list(base.stages)
                     stages[i] = replace(stages[i], **{name: value})
                     arch = base.with_(stages=tuple(stages))
-                    proxy = block_signature(space.proxy_arch(arch))
-                    seen.setdefault(proxy, []).append((value, block_signature(arch)))
-                for group in seen.values():
+                    full = block_signature(arch)
+                    proxies.setdefault(block_signature(space.proxy_arch(arch)), []).append((value, full))
+                    fulls.setdefault(full, set()).add(value)
+                for group in proxies.values():
                     if len({full for _, full in group}) > 1:  # apart at full size, one at the proxy
-                        problems.setdefault((i, name), set()).update(v for v, _ in group)
+                        at_proxy.setdefault((i, name), set()).update(v for v, _ in group)
+                merged = frozenset().union(*(g for g in fulls.values() if len(g) > 1))
+                at_full.setdefault((i, name), []).append(merged)
     p = space.proxy
-    return [f"stages[{i}].{name}: choices {sorted(values)} become the same network under the proxy "
-            f"(width x{p.width}, depth x{p.depth})" for (i, name), values in sorted(problems.items())]
+    lines = [f"stages[{i}].{name}: choices {sorted(values)} become the same network under the proxy "
+             f"(width x{p.width}, depth x{p.depth})" for (i, name), values in sorted(at_proxy.items())]
+    # a full-size merge counts only when no base tells the choices apart (skip, say, matters
+    # only in stages with a repeated block)
+    for (i, name), merges in sorted(at_full.items()):
+        always = frozenset.intersection(*merges) if len(merges) == len(bases) else frozenset()
+        if always:
+            lines.append(f"stages[{i}].{name}: choices {sorted(always)} are the same network at full size "
+                         f"(channels round to multiples of 8)")
+    return lines
 
 
 def check_proxy_keeps_choices(space: SearchSpace) -> None:
     """Refuse a space whose proxy merges choices (ConfigError naming each stage and field)."""
     problems = collapsed_choices(space)
     if problems:
+        more = f" ({len(problems) - 1} more such fields)" if len(problems) > 1 else ""
         raise ConfigError(f"{space.source}: {problems[0]}; raise proxy.width or proxy.depth, or drop one of the "
-                          f"choices" + (f" ({len(problems) - 1} more such fields)" if len(problems) > 1 else ""))
+                          f"choices{more}")

@@ -180,25 +180,34 @@ class SearchSpace:
         Plain rounding merges choices (width 0.25 turns channels 12, 16 and 20 into 8 each; depth
         0.34 turns layers 1, 2, 3 into 1, 1, 2). Here each stage's choices map in order to
         strictly increasing proxy values (the next multiple of 8 channels, the next layer count),
-        so different architectures train as different networks (`nas.proxy_check` verifies it). Values outside the stage's
-        choices (another architecture) are shrunk by plain rounding.
+        so different architectures train as different networks (`nas.proxy_check` verifies it);
+        choices that are one network at full size stay one at the proxy. Values outside the
+        stage's choices (another architecture) are shrunk by plain rounding.
         """
         p = self.proxy
         width, depth = arch.width * p.width, arch.depth * p.depth
         matched = len(arch.stages) == len(self.stages)
+
+        def full_channels(c: float) -> int:
+            return round_channels(c * arch.width)
+
+        def full_layers(n: int) -> int:
+            return round_layers(n, arch.depth)
+
         stages = []
         for i, stage in enumerate(arch.stages):
             channels = round_channels(stage.channels * width)
             layers = round_layers(stage.layers, depth)
             if matched:
                 choices = self.stages[i]
-                channels = _distinct(choices.channels, lambda c: round_channels(c * width), 8).get(stage.channels,
-                                                                                                  channels)
+                channel_map = _distinct(choices.channels, full_channels, lambda c: round_channels(c * width), 8)
+                channels = channel_map.get(full_channels(stage.channels), channels)
                 # with skip a choice, a stage of several layers keeps a repeated block: only
                 # blocks after the first can have the residual that skip switches
                 floor = 2 if len(choices.skip) > 1 else 1
-                layers = _distinct(choices.layers, lambda n: max(round_layers(n, depth), min(n, floor)), 1).get(
-                    stage.layers, layers)
+                layer_map = _distinct(choices.layers, full_layers,
+                                      lambda n, f=floor: max(round_layers(n, depth), min(full_layers(n), f)), 1)
+                layers = layer_map.get(full_layers(stage.layers), layers)
             stages.append(replace(stage, channels=channels, layers=layers))
         return arch.with_(
             stages=tuple(stages),
@@ -249,13 +258,16 @@ class SearchSpace:
         return _parse_space(data, source, base_dir or Path.cwd())
 
 
-def _distinct(choices: tuple[int, ...], shrink, step: int) -> dict[int, int]:
-    """Shrunk value of each choice, raised where needed so that larger choices stay larger."""
+def _distinct(choices: tuple[int, ...], full, shrink, step: int) -> dict[int, int]:
+    """Full-size value -> shrunk value, for a stage's choices: larger full-size values stay larger
+    (raised by `step` where shrinking would merge them); equal full-size values stay equal."""
     out: dict[int, int] = {}
-    previous = 0
+    previous: int | None = None
     for value in sorted(choices):
-        previous = max(shrink(value), previous + step) if out else shrink(value)
-        out[value] = previous
+        if full(value) in out:
+            continue
+        previous = shrink(value) if previous is None else max(shrink(value), previous + step)
+        out[full(value)] = previous
     return out
 
 

@@ -105,6 +105,10 @@ class _ResidualBlock(nn.Module):
         # drop path only makes sense on a residual branch; without one it would zero the output
         self.drop_path = StochasticDepth(drop_path if self.use_residual else 0.0)
 
+    def extra_repr(self) -> str:
+        # the residual is no module of its own: say it, so structure-keyed step timings see it
+        return f"residual={self.use_residual}"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.body(x)
         if self.use_residual:
