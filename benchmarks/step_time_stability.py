@@ -33,6 +33,7 @@ from nas.device import resolve_device
 from nas.measure import StepTime, measure_step_time
 from nas.model import build
 from nas.space import SearchSpace
+from nas.stats import spearman
 
 IN_CHANNELS, NUM_CLASSES = 1, 10  # mnist5k, the default dataset
 
@@ -45,26 +46,6 @@ class SeededChooser:
 
     def suggest_categorical(self, name: str, choices: list[Any]) -> Any:
         return self.rng.choice(choices)
-
-
-def ranks(values: list[float]) -> list[float]:
-    """1-based ranks, ties sharing their average rank."""
-    order = sorted(range(len(values)), key=values.__getitem__)
-    out = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            out[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return out
-
-
-def spearman(x: list[float], y: list[float]) -> float:
-    """Pearson correlation of the ranks (Spearman's rho, tie-corrected)."""
-    return statistics.correlation(ranks(x), ranks(y))
 
 
 def main() -> None:
@@ -114,9 +95,9 @@ def main() -> None:
     print(f"step-to-step jitter within one measurement, median IQR / median: {spread:.1%}")
     for label, pick in (("median step (reward)", lambda st: st.median_ms), ("fastest step", lambda st: st.min_ms)):
         a, b = ([pick(st) for st in p] for p in passes)
-        rho = spearman(a, b)
+        rho, p_value = spearman(a, b)
         difference = statistics.median(abs(x - y) / ((x + y) / 2) for x, y in zip(a, b, strict=True))
-        print(f"{label:<21} Spearman of the two passes {rho:.3f} (target >= 0.9); "
+        print(f"{label:<21} Spearman of the two passes {rho:.3f} (p = {p_value:.2g}; target >= 0.9); "
               f"median relative difference between passes {difference:.1%} (target <= 5%)")
 
 

@@ -1,4 +1,5 @@
-"""Pure statistics the reports are made of: rank correlation, Pareto fronts, choice frequencies.
+"""Statistics the reports are made of: rank correlations and tests (from `scipy.stats`, each
+with its p-value), Pareto fronts, choice frequencies.
 
 No I/O and no plotting here, so each function can be checked on hand-made inputs.
 """
@@ -7,9 +8,12 @@ from __future__ import annotations
 
 import math
 import statistics
+import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
+
+import scipy.stats
 
 from nas.arch import Arch, Stage
 
@@ -17,35 +21,74 @@ from nas.arch import Arch, Stage
 CHOICE_FIELDS = ("op", "kernel", "expansion", "se")
 
 
-def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
-    """Kendall's tau-b (ties in either ranking are accounted for, as scipy's default does).
+class Correlation(NamedTuple):
+    """A rank correlation and the p-value of the test that there is none (two-sided).
 
-    Returns NaN when fewer than two points or when one ranking is all ties.
+    Unpacks as ``(statistic, pvalue)``; both are NaN when the correlation is undefined (fewer
+    than two points, or one input constant), which `significant` never counts as a pass.
     """
+
+    statistic: float
+    pvalue: float
+
+    def significant(self, alpha: float = 0.01, at_least: float = -math.inf) -> bool:
+        """Whether the correlation is at least `at_least` with p below `alpha` (False for NaN)."""
+        return bool(self.statistic >= at_least and self.pvalue < alpha)
+
+
+def kendall_tau(x: Sequence[float], y: Sequence[float]) -> Correlation:
+    """Kendall's tau-b and its p-value (`scipy.stats.kendalltau`: exact for small inputs
+    without ties, normal approximation otherwise)."""
+    return _correlation(scipy.stats.kendalltau, x, y)
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> Correlation:
+    """Spearman's rho and its p-value (`scipy.stats.spearmanr`, t approximation)."""
+    return _correlation(scipy.stats.spearmanr, x, y)
+
+
+def _correlation(test: Callable[..., Any], x: Sequence[float], y: Sequence[float]) -> Correlation:
     if len(x) != len(y):
         raise ValueError(f"x and y must have the same length, but got {len(x)} and {len(y)}")
-    concordant = discordant = ties_x = ties_y = 0
-    n = len(x)
-    for i in range(n):
-        for j in range(i + 1, n):
-            dx = _sign(x[i] - x[j])
-            dy = _sign(y[i] - y[j])
-            if dx == 0 and dy == 0:
-                continue  # tied in both: counts in neither denominator term
-            if dx == 0:
-                ties_x += 1
-            elif dy == 0:
-                ties_y += 1
-            elif dx == dy:
-                concordant += 1
-            else:
-                discordant += 1
-    denominator = math.sqrt((concordant + discordant + ties_x) * (concordant + discordant + ties_y))
-    return (concordant - discordant) / denominator if denominator > 0 else math.nan
+    # scipy warns and returns NaN here; say NaN without the warning
+    if len(x) < 2 or len(set(x)) < 2 or len(set(y)) < 2:
+        return Correlation(math.nan, math.nan)
+    result = test(x, y)
+    # scipy leaves p NaN where its approximation is undefined (Spearman of 2 points)
+    return Correlation(float(result.statistic), float(result.pvalue))
 
 
-def _sign(value: float) -> int:
-    return (value > 0) - (value < 0)
+def kendall_tau_interval(x: Sequence[float], y: Sequence[float], confidence: float = 0.95,
+                         resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Bootstrap confidence interval of Kendall's tau-b (`scipy.stats.bootstrap`, pairs
+    resampled, percentile method: it copes with resamples whose tau is constant). (NaN, NaN)
+    when tau is undefined, or when a resample's is (one side constant: likely below ~10 points)."""
+    if math.isnan(kendall_tau(x, y).statistic):
+        return math.nan, math.nan
+
+    def tau(a: Sequence[float], b: Sequence[float]) -> float:
+        return kendall_tau(a, b).statistic
+
+    with warnings.catch_warnings():  # a NaN resample makes the interval NaN, which is the answer
+        warnings.simplefilter("ignore", scipy.stats.DegenerateDataWarning)
+        # random_state, not rng: scipy < 1.15 knows only that name
+        result = scipy.stats.bootstrap((list(x), list(y)), tau, paired=True, vectorized=False,
+                                       n_resamples=resamples, confidence_level=confidence, method="percentile",
+                                       random_state=seed)
+    interval = result.confidence_interval
+    return float(interval.low), float(interval.high)
+
+
+def welch_pvalue(a: tuple[float, float], n_a: int, b: tuple[float, float], n_b: int) -> float:
+    """Two-sided p-value of Welch's t-test that two means differ, from each side's (mean, sample
+    std) and size (`scipy.stats.ttest_ind_from_stats`). NaN when a side has fewer than two
+    samples (no spread to test against) or both are constant and equal."""
+    if n_a < 2 or n_b < 2:
+        return math.nan
+    with warnings.catch_warnings():  # 0/0 of two constant, equal sides: NaN is the answer
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = scipy.stats.ttest_ind_from_stats(a[0], a[1], n_a, b[0], b[1], n_b, equal_var=False)
+    return float(result.pvalue)
 
 
 def pareto_front(costs: Sequence[float], values: Sequence[float]) -> list[int]:

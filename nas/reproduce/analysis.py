@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from nas.arch import Arch
-from nas.objective import Objective, Reference
+from nas.objective import Objective
 from nas.report import (
     interrupted,
 )
@@ -19,6 +18,7 @@ from nas.stats import (
     dominates,
     mean_std,
     running_best,
+    welch_pvalue,
 )
 
 
@@ -51,10 +51,10 @@ def summarise_retrain(rows: Sequence[dict[str, Any]], candidates: Sequence[Candi
     scale = objective
     ref_rows = [r for r in mine(reference_arch or "") if r["state"] == "COMPLETE"]
     if objective is not None and ref_rows:
-        base = objective.reference
-        scale = Objective(objective.spec, Reference(
-            step_ms=mean_std([r["step_ms"] for r in ref_rows])[0], params=ref_rows[0]["params"],
-            macs=ref_rows[0]["macs"], full_macs=base.full_macs))
+        # re-measured figures; where they were measured (hardware, shape) stays the search's
+        scale = Objective(objective.spec, replace(
+            objective.reference, step_ms=mean_std([r["step_ms"] for r in ref_rows])[0],
+            params=ref_rows[0]["params"], macs=ref_rows[0]["macs"]))
     out = []
     for cand in candidates:
         all_rows = mine(cand.arch)
@@ -74,7 +74,9 @@ def summarise_retrain(rows: Sequence[dict[str, Any]], candidates: Sequence[Candi
 
 
 COSTS = {"step_ms": "step time", "macs": "MACs"}
-REWARD_WORDS = {"beats": "better reward", "matches": "same reward within the spread", "loses to": "worse reward"}
+REWARD_WORDS = {"beats": "better reward", "matches": "same reward within the spread",
+                "loses to": "worse reward", "is untested against": "one seed: no test"}
+ALPHA = 0.05  # significance level of every verdict over seeds
 
 
 def cost_of(r: Retrained, cost: str) -> tuple[float, float]:
@@ -82,23 +84,34 @@ def cost_of(r: Retrained, cost: str) -> tuple[float, float]:
     return r.step_ms if cost == "step_ms" else (float(r.macs or 0), 0.0)
 
 
+def reward_pvalue(found: Retrained, ref: Retrained) -> float:
+    """Welch's p-value that the two mean rewards over seeds differ (NaN with one seed)."""
+    return welch_pvalue(found.reward, found.seeds, ref.reward, ref.seeds)
+
+
 def compare(found: Retrained, ref: Retrained, cost: str = "step_ms") -> tuple[str, str]:
-    """Verdicts on reward (beyond the combined spread?) and on the accuracy / cost front."""
-    diff = found.reward[0] - ref.reward[0]
-    spread = math.hypot(found.reward[1], ref.reward[1])
-    if diff > spread:
-        on_reward = "beats"
-    elif diff >= -spread:
+    """Verdicts on reward (a difference only where Welch's t-test over seeds finds one at
+    `ALPHA`) and on the accuracy / cost front."""
+    p = reward_pvalue(found, ref)
+    one_seed = min(found.seeds, ref.seeds) < 2
+    if one_seed:
+        on_reward = "is untested against"
+    elif p < ALPHA:
+        on_reward = "beats" if found.reward[0] > ref.reward[0] else "loses to"
+    else:  # NaN here: equal constant rewards
         on_reward = "matches"
-    else:
-        on_reward = "loses to"
     noun = COSTS[cost]
     fa, fs, ra, rs = found.accuracy[0], cost_of(found, cost)[0], ref.accuracy[0], cost_of(ref, cost)[0]
     ratio = f"{fa - ra:+.4f} accuracy at {fs / rs:.2f}× the {noun}" if rs else f"{fa - ra:+.4f} accuracy"
-    axes = (("accuracy", found.accuracy, ref.accuracy), (noun, cost_of(found, cost), cost_of(ref, cost)))
-    within = [name for name, a, b in axes if not _beyond_spread(a, b)]
-    if within:
-        ratio += f"; the {' and '.join(within)} gap is within the spread over seeds"
+    axes = [("accuracy", found.accuracy, ref.accuracy)]
+    if cost == "step_ms":  # MACs are exact: no spread to test
+        axes.append((noun, found.step_ms, ref.step_ms))
+    # NaN with two seeds or more: both sides constant and equal, so no gap at all
+    within = [name for name, a, b in axes if not welch_pvalue(a, found.seeds, b, ref.seeds) < ALPHA]
+    if one_seed:
+        ratio += "; one seed, so no gap is tested against the spread over seeds"
+    elif within:
+        ratio += f"; the {' and '.join(within)} gap is within the spread over seeds: Welch p ≥ {ALPHA}"
     if dominates(fs, fa, rs, ra):
         front = f"dominates the reference ({ratio})"
     elif dominates(rs, ra, fs, fa):
@@ -108,11 +121,6 @@ def compare(found: Retrained, ref: Retrained, cost: str = "step_ms") -> tuple[st
     else:
         front = f"buys accuracy with more {noun} ({ratio})"
     return on_reward, front
-
-
-def _beyond_spread(a: tuple[float, float], b: tuple[float, float]) -> bool:
-    """Whether two means differ by more than their combined standard deviations."""
-    return abs(a[0] - b[0]) > math.hypot(a[1], b[1])
 
 
 def uniform_sample(space: SearchSpace, n: int = 2000, seed: int = 0) -> list[Arch]:

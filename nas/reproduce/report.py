@@ -44,6 +44,7 @@ from nas.runs import RunDir, atomic_write
 from nas.settings import SearchSettings
 from nas.stats import (
     CHOICE_FIELDS,
+    Correlation,
     choice_frequencies,
     kendall_tau,
     majority,
@@ -112,7 +113,7 @@ def _render(folder: Path, asked: dict[str, Any], target: Target, search: RunData
 
 
 def _answers(target: Target, found: list[Retrained], ref: Retrained | None,
-             findings: list[tuple[Claim, dict[str, Any]]], curves: dict[str, Any], tau: float, tau_n: int,
+             findings: list[tuple[Claim, dict[str, Any]]], curves: dict[str, Any], tau: Correlation, tau_n: int,
              k: int) -> str:
     lines = []
     if found and ref is not None:
@@ -142,8 +143,14 @@ def _answers(target: Target, found: list[Retrained], ref: Retrained | None,
         lines.append("- **TPE vs random search**: the random baseline has no finished trials yet.")
     else:
         lines.append("- **TPE vs random search**: no baseline run.")
-    lines.append(f"- **Proxy vs longer training**: Kendall tau {fmt(tau, 2)} between proxy accuracy and retrained "
-                 f"accuracy over {tau_n} architectures" + (" (too few to say much)." if tau_n < 5 else "."))
+    if tau_n < 5:
+        caveat = " (too few to say much)"
+    elif not tau.significant(0.05):  # NaN included: never read as agreement
+        caveat = " (not distinguishable from an unrelated order at p < 0.05)"
+    else:
+        caveat = ""
+    lines.append(f"- **Proxy vs longer training**: {tau_text(tau)} between proxy accuracy and retrained "
+                 f"accuracy over {tau_n} architectures{caveat}.")
     return "\n".join(lines) + "\n"
 
 
@@ -319,24 +326,32 @@ def _random_section(folder: Path, curves: dict[str, Any], search: RunData, basel
     return "".join(out)
 
 
-def _tau(retrained: list[Retrained]) -> tuple[float, int]:
+def _tau(retrained: list[Retrained]) -> tuple[Correlation, int]:
     pairs = [(r.proxy_accuracy, r.first_seed_accuracy) for r in retrained
              if r.proxy_accuracy is not None and r.first_seed_accuracy is not None]
-    if len(pairs) < 2:
-        return math.nan, len(pairs)
     return kendall_tau([p for p, _ in pairs], [q for _, q in pairs]), len(pairs)
 
 
-def _tau_section(folder: Path, retrained: list[Retrained], tau: float, n: int) -> str:
+def tau_text(tau: Correlation) -> str:
+    """Kendall's tau with its p-value; "–" for both when undefined."""
+    return f"Kendall tau {fmt(tau.statistic, 2)} (p = {fmt_p(tau.pvalue)})"
+
+
+def fmt_p(p: float) -> str:
+    return "–" if math.isnan(p) else f"{p:.2g}"
+
+
+def _tau_section(folder: Path, retrained: list[Retrained], tau: Correlation, n: int) -> str:
     out = ["\n## How well did the proxy rank architectures?\n\n"]
     points = [plots.Point(r.proxy_accuracy, r.first_seed_accuracy, label=f"{r.role} {r.trial}")
               for r in retrained if r.proxy_accuracy is not None and r.first_seed_accuracy is not None]
     plots.rank_scatter(folder / "proxy_vs_retrained.png", points, xlabel="proxy accuracy",
-                       ylabel="retrained accuracy (first seed)", title=f"proxy vs retrained, Kendall tau {fmt(tau, 2)}")
+                       ylabel="retrained accuracy (first seed)", title=f"proxy vs retrained, {tau_text(tau)}")
     out.append(f"Kendall tau between proxy accuracy and retrained accuracy (first seed) over {n} architectures: "
-               f"**{fmt(tau, 2)}** (1 = same order, 0 = unrelated). The architectures are the best found, the "
-               f"reference and a few more spread over the proxy ranking.\n\n![proxy vs retrained]"
-               f"(proxy_vs_retrained.png)\n")
+               f"**{fmt(tau.statistic, 2)}** (1 = same order, 0 = unrelated), p = {fmt_p(tau.pvalue)} (the chance "
+               f"of an order this close if the two were unrelated; `scipy.stats.kendalltau`). The architectures "
+               f"are the best found, the reference and a few more spread over the proxy ranking.\n\n"
+               f"![proxy vs retrained](proxy_vs_retrained.png)\n")
     return "".join(out)
 
 

@@ -13,6 +13,7 @@ from nas.arch import Arch, Stage
 from nas.cli import main
 from nas.report import RunData
 from nas.reproduce.analysis import (
+    REWARD_WORDS,
     Retrained,
     best_after,
     best_by_trial,
@@ -98,14 +99,17 @@ def test_pick_candidates() -> None:
     assert len({p.arch for p in picked}) == len(picked)
 
 
-def retrained(acc: tuple[float, float], step: tuple[float, float], reward: tuple[float, float]) -> Retrained:
-    return Retrained("found", 1, "", 0.9, 0.9, acc, step, reward, 1, 1, 3, acc[0], 0)
+def retrained(acc: tuple[float, float], step: tuple[float, float], reward: tuple[float, float],
+              seeds: int = 3) -> Retrained:
+    return Retrained("found", 1, "", 0.9, 0.9, acc, step, reward, 1, 1, seeds, acc[0], 0)
 
 
 def test_compare_verdicts() -> None:
     ref = retrained((0.90, 0.01), (100.0, 5.0), (0.90, 0.01))
+    # reward 0.95 vs 0.90 over 3 seeds: Welch p = 0.004; step time p = 0.008; accuracy p = 0.07
     better = retrained((0.92, 0.01), (80.0, 5.0), (0.95, 0.01))
-    assert compare(better, ref) == ("beats", "dominates the reference (+0.0200 accuracy at 0.80× the step time)")
+    assert compare(better, ref) == ("beats", "dominates the reference (+0.0200 accuracy at 0.80× the step time; "
+                                    "the accuracy gap is within the spread over seeds: Welch p ≥ 0.05)")
     close = retrained((0.89, 0.01), (70.0, 5.0), (0.905, 0.01))
     on_reward, front = compare(close, ref)
     assert on_reward == "matches" and front.startswith("trades accuracy for less step time")
@@ -113,10 +117,24 @@ def test_compare_verdicts() -> None:
     assert compare(worse, ref) == ("loses to",
                                    "is dominated by the reference (-0.0500 accuracy at 1.20× the step time)")
     noisy = retrained((0.91, 0.02), (80.0, 5.0), (0.93, 0.02))
-    assert compare(noisy, ref)[1].endswith("; the accuracy gap is within the spread over seeds)")
-    # B0's cost axis is MACs, which do not vary between seeds
+    assert compare(noisy, ref)[1].endswith("; the accuracy gap is within the spread over seeds: Welch p ≥ 0.05)")
+    # B0's cost axis is MACs, which do not vary between seeds: never "within the spread"
     cheap = replace(worse, macs=500)
-    assert compare(cheap, replace(ref, macs=1000), "macs")[1].startswith("trades accuracy for less MACs")
+    assert compare(cheap, replace(ref, macs=1000), "macs")[1] == (
+        "trades accuracy for less MACs (-0.0500 accuracy at 0.50× the MACs)")
+
+
+def test_compare_needs_a_significant_difference() -> None:
+    ref = retrained((0.90, 0.01), (100.0, 5.0), (0.90, 0.01))
+    # a reward gap of twice the combined std, over 2 seeds each: Welch p = 0.095, not a win
+    ahead = retrained((0.92, 0.01), (90.0, 5.0), (0.93, 0.01), seeds=2)
+    assert compare(ahead, replace(ref, seeds=2))[0] == "matches"
+    assert compare(replace(ahead, seeds=20), replace(ref, seeds=20))[0] == "beats"  # same means, 20 seeds
+    # one seed has no spread: no verdict either way, however large the gap
+    one = retrained((0.99, 0.0), (50.0, 0.0), (0.99, 0.0), seeds=1)
+    on_reward, front = compare(one, ref)
+    assert on_reward == "is untested against" and on_reward in REWARD_WORDS
+    assert front.endswith("; one seed, so no gap is tested against the spread over seeds)")
 
 
 def test_summarise_retrain_means_over_seeds() -> None:
@@ -170,7 +188,13 @@ def test_tiny_reproduction_writes_the_study(reproduction: Path) -> None:
     for heading in ("## Answers", "## Found vs reference after longer training", "## Do the paper's design findings",
                     "## TPE vs random search", "## How well did the proxy rank"):
         assert heading in text, heading
-    assert re.search(r"Kendall tau (-?[01]\.\d\d|–) between proxy accuracy", text)
+    # tau with its p-value; "–" for both when undefined (3 architectures may tie)
+    tau = re.search(r"Kendall tau (-?[01]\.\d\d|–) \(p = ([\d.e-]+|–)\) between proxy accuracy", text)
+    assert tau is not None
+    if tau[1] == "–":
+        assert tau[2] == "–"
+    else:
+        assert 0.0 <= float(tau[2]) <= 1.0
     assert_plots(reproduction, ["retrained.png", "search_vs_random.png", "proxy_vs_retrained.png"])
     assert_links_resolve(report)
     parsed = tables(text)
