@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -59,7 +60,9 @@ def test_exclusive_device_excludes_other_process() -> None:
     assert child.exitcode == 0
 
 
-def test_exclusive_device_reentrant_and_excludes_threads() -> None:
+def test_exclusive_device_reentrant_and_excludes_threads(tmp_path, monkeypatch) -> None:
+    # a gate of its own: another nas process on this machine measuring now must not decide the test
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     outcome: list[str] = []
 
     def other_thread() -> None:
