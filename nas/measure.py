@@ -2,8 +2,8 @@
 
 Step time is measured with the device to itself (`nas.device_gate`: other measurements and
 other trials' training steps wait), because trials that share a device would otherwise time
-each other's work. Timings are cached in a JSON file keyed
-by (architecture, device, batch, resolution, dtype) so a search does not re-time repeats.
+each other's work, and only in a warmed-up process (`warm_up_process`). Timings are cached in a
+JSON file shared by processes; `nas.step_cost` keys them by hardware fingerprint, part and shape.
 """
 
 from __future__ import annotations
@@ -205,26 +205,6 @@ def measure_step_time(
 
 
 # -- cache -----------------------------------------------------------------------------------
-def step_time_key(
-    arch_string: str,
-    device_name: str,
-    batch: int,
-    resolution: int,
-    dtype: str,
-    *,
-    in_channels: int | None = None,
-    num_classes: int | None = None,
-) -> str:
-    """Cache key. Input channels and class count change the stem and classifier cost, so pass
-    them when one cache file may serve several datasets."""
-    parts = [arch_string, device_name, f"b{batch}", f"r{resolution}", dtype]
-    if in_channels is not None:
-        parts.append(f"in{in_channels}")
-    if num_classes is not None:
-        parts.append(f"nc{num_classes}")
-    return "|".join(parts)
-
-
 class StepTimeCache:
     """Step times in a JSON file shared by concurrent processes.
 

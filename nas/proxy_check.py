@@ -1,6 +1,8 @@
-"""Does the proxy keep a space's choices apart (and are they apart at full size)? A choice that shrinks into another one (two
-channel counts rounded to the same multiple of 8, two layer counts rounded up to the same depth,
-two SE ratios giving the same squeeze width) makes different architectures train as one network:
+"""Does the proxy keep a space's choices apart (and are they apart at full size)?
+
+A choice that shrinks into another one (two channel counts rounded to the same multiple of 8,
+two layer counts rounded up to the same depth, two expansions giving the same hidden width)
+makes different architectures train as one network:
 the sampler spends trials on a difference that is not there, and the winner's value for that
 choice is noise. `collapsed_choices` finds every such case before a search starts.
 """

@@ -78,8 +78,8 @@ def test_a_space_whose_proxy_merges_choices_is_refused_with_the_stage_field_and_
     path.write_text(SPACE)
     space = SearchSpace.load(str(path))
     problems = collapsed_choices(space)
-    assert problems == [f"stages[0].expansion: choices [4.0, 4.25] become the same network under the proxy "
-                        f"(width x0.25, depth x1.0)"]
+    assert problems == ["stages[0].expansion: choices [4.0, 4.25] become the same network under the proxy "
+                        "(width x0.25, depth x1.0)"]
     with pytest.raises(ConfigError, match=r"merging.yaml: stages\[0\].expansion: choices \[4.0, 4.25\]"):
         check_proxy_keeps_choices(space)
     with pytest.raises(ConfigError, match="expansion"):
