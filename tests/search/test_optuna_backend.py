@@ -51,6 +51,14 @@ def test_search_writes_the_run_layout(workdir: Path, monkeypatch) -> None:
         if row["state"] == "COMPLETE":
             assert 0.0 <= float(row["accuracy"]) <= 1.0 and float(row["step_ms"]) > 0
             assert any(p.name.startswith("events.out.tfevents") for p in folder.iterdir())
+    # every row carries the hardware it was timed on and the reference's S timed there
+    from nas.hardware import fingerprint
+
+    reference = json.loads((run / "reference.json").read_text())
+    assert reference["hardware"]["cpu"] and reference["shape"].startswith("batch 8, 16x16 px")
+    here = fingerprint(torch.device("cpu")).key()
+    assert {r["hardware"] for r in rows} == {here}
+    assert {float(r["ref_step_ms"]) for r in rows} == {reference["step_ms"]}
     config = (run / "config.yaml").read_text()
     assert "torch:" in config and "optuna:" in config and "budget: 4" in config
 
@@ -160,3 +168,32 @@ def test_device_auto_runs_on_cpu_here() -> None:
 
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device("auto").type == expected
+
+
+def test_the_median_pruner_judges_the_reward_not_raw_accuracy(workdir: Path, monkeypatch) -> None:
+    """What the pruner sees each epoch is accuracy so far x the trial's cost factor: exactly the
+    reward formula applied to that epoch's accuracy and the trial's recorded costs."""
+    from nas.objective import Objective, Reference
+    from nas.space import SearchSpace
+
+    monkeypatch.chdir(workdir)
+    assert main(["search", "--space", "tiny", "--max-train", "300", "--epochs", "2", "--quiet",
+                 "--budget", "7", "--name", "pr"]) == 0
+    run = workdir / "runs" / "pr"
+    objective = Objective(SearchSpace.load("tiny").objective,
+                          Reference.from_dict(json.loads((run / "reference.json").read_text())))
+    checked = 0
+    for trial in load_trials(run):
+        attrs = trial.user_attrs
+        if not trial.intermediate_values or "step_ms" not in attrs:
+            continue
+        history = json.loads((run / "trials" / f"{trial.number:04d}" / "metrics.json").read_text())["history"]
+        for epoch, value in trial.intermediate_values.items():
+            accuracy = history[epoch - 1]["val_acc"]
+            expected = objective.reward(accuracy, attrs["step_ms"], attrs["params"], attrs["macs"],
+                                        attrs["ref_step_ms"])
+            assert value == pytest.approx(expected)
+            if attrs["step_ms"] != attrs["ref_step_ms"]:
+                assert value != pytest.approx(accuracy)  # not the raw accuracy
+            checked += 1
+    assert checked >= 7
