@@ -70,7 +70,7 @@ def _trainer(space_name: str, seed: int, mode, steps) -> None:
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     device = resolve_device("cpu")
     while mode.value != STOP:
-        arch = settings.proxy.apply(settings.space.sample(study.ask()))
+        arch = settings.space.proxy_arch(settings.space.sample(study.ask()))
         model = build(arch, num_classes=data.num_classes, in_channels=data.in_channels)
         nas.train.proxy_train(model, data, settings.recipe(), device, on_epoch=lambda e, a: mode.value != STOP)
 
@@ -80,7 +80,7 @@ def _measure_once(model, settings, data, arch) -> float:
     from nas.measure import measure_step_time
 
     # measure_step_time takes the device exclusively itself
-    st = measure_step_time(model, batch=settings.measure_batch, resolution=arch.resolution,
+    st = measure_step_time(model, batch=settings.proxy.batch, resolution=arch.resolution,
                            in_channels=data.in_channels, num_classes=data.num_classes,
                            device=resolve_device("cpu"), warmup=settings.measure.warmup,
                            steps=settings.measure.steps)
@@ -103,7 +103,7 @@ def main() -> None:
     for p in others:
         p.start()
     settings, data = _space_and_data(args.space)
-    arch = settings.proxy.apply(settings.space.reference)
+    arch = settings.space.proxy_arch(settings.space.reference)
     model = build(arch, num_classes=data.num_classes, in_channels=data.in_channels)
     while steps.value < 20:  # the others are up and training
         time.sleep(0.2)

@@ -66,7 +66,7 @@ def count_macs(model: nn.Module, resolution: int, in_channels: int) -> int:
 class StepTime:
     """Milliseconds of one training step: the median (what the reward uses), its relative
     interquartile range, the sample count, and the fastest step (kept for comparison: on a
-    shared machine interference only ever adds time, see benchmarks/step_time_stability.py)."""
+    shared machine interference only ever adds time, see benchmarks/cost_fidelity.py)."""
 
     median_ms: float
     spread: float
