@@ -145,7 +145,7 @@ def warm_up_process(device: torch.device, seconds: float = 1.0) -> None:
     slug = str(device)
     if slug in _warm_devices:
         return
-    with torch.random.fork_rng(devices=_fork_devices(device)):
+    with torch.random.fork_rng(devices=rng_devices(device)):
         torch.manual_seed(0)
         net = prepare(nn.Sequential(MBConv(32, 32, 3, 1, 4.0, se=0.25), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                                     nn.Linear(32, 10)), device)
@@ -160,7 +160,8 @@ def warm_up_process(device: torch.device, seconds: float = 1.0) -> None:
     _warm_devices.add(slug)
 
 
-def _fork_devices(device: torch.device) -> list[int]:
+def rng_devices(device: torch.device) -> list[int]:
+    """The CUDA devices whose generators `torch.random.fork_rng` must save for `device`."""
     if device.type == "cuda":
         return [device.index if device.index is not None else torch.cuda.current_device()]
     return []
@@ -193,7 +194,7 @@ def measure_step_time(
         repeats = Repeats(warmup=warmup, steps=steps, max_steps=max(steps, 1), target_spread=0.0)
     repeats.check()
     warm_up_process(device)
-    with torch.random.fork_rng(devices=_fork_devices(device)):
+    with torch.random.fork_rng(devices=rng_devices(device)):
         torch.manual_seed(0)
         net = prepare(copy.deepcopy(model), device)
         net.train()

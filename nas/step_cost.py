@@ -27,7 +27,15 @@ from nas.arch import Arch
 from nas.device import autocast, prepare, to_device
 from nas.device_gate import exclusive_device
 from nas.hardware import Hardware, fingerprint
-from nas.measure import Repeats, StepTime, StepTimeCache, measure_step_time, time_steps, warm_up_process
+from nas.measure import (
+    Repeats,
+    StepTime,
+    StepTimeCache,
+    measure_step_time,
+    rng_devices,
+    time_steps,
+    warm_up_process,
+)
 from nas.model import build
 from nas.model.network import EfficientNet
 
@@ -109,7 +117,7 @@ def network_parts(net: EfficientNet, shape: TimingShape) -> list[Part]:
 
 def _time_part(part: Part, shape: TimingShape, device: torch.device, repeats: Repeats) -> StepTime:
     """Forward + backward (into the part's input too, as inside the network) + SGD step of one part."""
-    with torch.random.fork_rng(devices=[] if device.type != "cuda" else [device.index or 0]):
+    with torch.random.fork_rng(devices=rng_devices(device)):
         torch.manual_seed(0)
         net = prepare(copy.deepcopy(part.module), device)
         net.train()
