@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import hashlib
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 from torch import nn
@@ -115,6 +116,15 @@ def network_parts(net: EfficientNet, shape: TimingShape) -> list[Part]:
     return parts
 
 
+@lru_cache(maxsize=4096)
+def part_keys(arch: Arch, shape: TimingShape) -> tuple[str, ...]:
+    """The keys of `arch`'s parts at `shape`, memoised per process: every trial looks up the
+    reference's S again, and building even a meta network costs ~0.2 s for V2-S."""
+    with torch.device("meta"):
+        meta_net = build(arch, num_classes=shape.num_classes, in_channels=shape.in_channels)
+    return tuple(part.key() for part in network_parts(meta_net, shape))
+
+
 def _time_part(part: Part, shape: TimingShape, device: torch.device, repeats: Repeats) -> StepTime:
     """Forward + backward (into the part's input too, as inside the network) + SGD step of one part."""
     with torch.random.fork_rng(devices=rng_devices(device)):
@@ -153,10 +163,7 @@ def table_step_time(arch: Arch, shape: TimingShape, device: torch.device, repeat
     """S by the table: the sum of the cached (or now timed) step times of `arch`'s parts."""
     hardware = hardware or fingerprint(device)
     timed = timing_arch(arch)
-    with torch.device("meta"):
-        meta_net = build(timed, num_classes=shape.num_classes, in_channels=shape.in_channels)
-    parts = network_parts(meta_net, shape)
-    keys = [f"{hardware.key()}|{part.key()}" for part in parts]
+    keys = [f"{hardware.key()}|{key}" for key in part_keys(timed, shape)]
     found = {k: cache.get(k) if cache is not None else None for k in keys}
     if any(v is None for v in found.values()):
         warm_up_process(device)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import torch
@@ -62,11 +63,16 @@ class Costs:
 
 
 def full_size_counts(arch: Arch, resolution: int, data: Dataset) -> tuple[int, int]:
-    """Parameters and multiply-adds of the full-size network, built on the meta device (no
-    memory, no compute: an EfficientNetV2-S costs milliseconds to count)."""
+    """Parameters and multiply-adds of the full-size network (memoised per process)."""
+    return _counts(arch, resolution, data.num_classes, data.in_channels)
+
+
+@lru_cache(maxsize=4096)
+def _counts(arch: Arch, resolution: int, num_classes: int, in_channels: int) -> tuple[int, int]:
+    # built on the meta device: no memory, no compute
     with torch.device("meta"):
-        model = build(arch, num_classes=data.num_classes, in_channels=data.in_channels)
-    return count_params(model), count_macs(model, resolution, data.in_channels)
+        model = build(arch, num_classes=num_classes, in_channels=in_channels)
+    return count_params(model), count_macs(model, resolution, in_channels)
 
 
 def measure_costs(arch: Arch, settings: SearchSettings, data: Dataset, device: torch.device,
