@@ -46,10 +46,6 @@ class Hardware:
         """One-line form used inside cache keys."""
         return f"{self.device}:{self.device_model}|{self.cpu}|{self.threads}t|{self.dtype}|torch{self.torch}"
 
-    def describe(self) -> str:
-        where = self.device_model if self.device != "cpu" else f"CPU {self.cpu}"
-        return f"{where}, {self.threads} threads, {self.dtype}, torch {self.torch}"
-
     def differences(self, other: Hardware) -> list[str]:
         """`field: mine -> theirs` for every field that differs."""
         mine, theirs = asdict(self), asdict(other)

@@ -364,7 +364,7 @@ def _timing_words(data: RunData) -> str:
     shape, hardware = (ref.shape, ref.hardware) if ref is not None else ("", {})
     if not shape:
         return "the proxy size"
-    where = f"{hardware.get('device_model') if hardware.get('device') == 'cuda' else hardware.get('cpu', '?')}"
+    where = hardware.get("device_model") if hardware.get("device") == "cuda" else hardware.get("cpu", "?")
     return f"{shape} on {where} ({hardware.get('threads', '?')} threads, {hardware.get('dtype', '?')})"
 
 
