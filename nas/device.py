@@ -1,15 +1,19 @@
 """Device choice and the one training step that both the trainer and the step timer run.
 
-On CUDA the step uses bf16 autocast and channels_last memory format (as EfficientNetV2
-trained); on CPU it runs in float32, channels-first (channels_last is slower there for
-depthwise convolutions).
+On CUDA the step runs under autocast in the precision the GPU supports natively (`precision`:
+bf16 as EfficientNetV2 trained, else fp16 with a gradient scaler, else fp32) and in
+channels_last memory format; on CPU it runs in float32, channels-first (channels_last is
+slower there for depthwise convolutions).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import weakref
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -42,23 +46,63 @@ def device_name(device: torch.device) -> str:
     return f"cpu-{torch.get_num_threads()}threads"
 
 
-def step_dtype(device: torch.device) -> str:
-    return "bf16" if device.type == "cuda" else "fp32"
+@dataclass(frozen=True)
+class Precision:
+    """How a training step computes: `name` goes into hardware fingerprints (and so into
+    step-time cache keys and reference.json); `autocast` is the autocast dtype (None: fp32);
+    `scales_loss` says a `torch.amp.GradScaler` guards fp16 gradients from underflow."""
+
+    name: str
+    autocast: torch.dtype | None
+    scales_loss: bool
+
+
+FP32 = Precision("fp32", None, False)
+BF16 = Precision("bf16", torch.bfloat16, False)
+FP16 = Precision("fp16", torch.float16, True)
+
+
+@functools.cache
+def precision(device: torch.device) -> Precision:
+    """The one place that decides a device's training precision.
+
+    bf16 only where the GPU has it natively (compute capability 8.0+: emulated bf16 is slower
+    than fp32); else fp16 with loss scaling where tensor cores exist (7.0+); else fp32. The CPU
+    stays fp32 (its bf16/fp16 kernels are slower than fp32 on most CPUs)."""
+    if device.type != "cuda":
+        return FP32
+    # the test torch.cuda.is_bf16_supported(including_emulation=False) makes, but for `device`
+    # rather than the current device (ROCm GPUs all have bf16)
+    capability = torch.cuda.get_device_capability(device)
+    if torch.version.hip or capability >= (8, 0):
+        return BF16
+    if capability >= (7, 0):
+        return FP16
+    return FP32
 
 
 @contextlib.contextmanager
 def autocast(device: torch.device) -> Iterator[None]:
-    if device.type == "cuda":
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            yield
-    else:
+    dtype = precision(device).autocast
+    if dtype is None:
         yield
+    else:
+        with torch.autocast(device.type, dtype=dtype):
+            yield
+
+
+# cudnn.benchmark is on for every CUDA process, set here because every model bound for a device
+# passes `prepare`: the timed step must run the kernels a real training picks (autotuned), and a
+# setting that differs between trials would make their timings incomparable. Autotuning runs in
+# the first step of each new shape; the timer's warm-up (nas.measure.time_steps) absorbs it.
+CUDNN_BENCHMARK = True
 
 
 def prepare(model: nn.Module, device: torch.device) -> nn.Module:
     """Move a model to the device, channels_last on CUDA."""
     model = model.to(device)
     if device.type == "cuda":
+        torch.backends.cudnn.benchmark = CUDNN_BENCHMARK
         model = model.to(memory_format=torch.channels_last)
     return model
 
@@ -68,6 +112,21 @@ def to_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     if device.type == "cuda":
         images = images.contiguous(memory_format=torch.channels_last)
     return images
+
+
+# One scaler per optimizer, so every caller of `train_step` (trainer, timer, full training)
+# scales fp16 losses without passing a scaler around; it lives as long as its optimizer.
+_SCALERS: weakref.WeakKeyDictionary[torch.optim.Optimizer, torch.amp.GradScaler] = weakref.WeakKeyDictionary()
+
+
+def grad_scaler(optimizer: torch.optim.Optimizer, device: torch.device) -> torch.amp.GradScaler | None:
+    """The loss scaler `train_step` uses for `optimizer` on `device` (None unless fp16)."""
+    if not precision(device).scales_loss:
+        return None
+    scaler = _SCALERS.get(optimizer)
+    if scaler is None:
+        scaler = _SCALERS[optimizer] = torch.amp.GradScaler(device.type)
+    return scaler
 
 
 def train_step(
@@ -83,8 +142,14 @@ def train_step(
         logits = model(images)
         loss = (loss_fn or nn.functional.cross_entropy)(logits.float(), labels)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    scaler = grad_scaler(optimizer, device)
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:  # fp16: scale the loss so small gradients survive; skips the step on inf/NaN gradients
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
     return loss.detach()
 
 

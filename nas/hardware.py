@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from nas.device import step_dtype
+from nas.device import precision
 
 
 @lru_cache(maxsize=1)
@@ -67,6 +67,6 @@ def fingerprint(device: torch.device) -> Hardware:
         device_model=model,
         cpu=cpu_model(),
         threads=torch.get_num_threads(),
-        dtype=step_dtype(device),
+        dtype=precision(device).name,  # the one precision decision (nas.device.precision)
         torch=torch.__version__.split("+")[0],
     )
