@@ -8,6 +8,13 @@ takes the *turnstile* (which also orders measurements one after another), so no 
 start, then waits for the steps in flight to end. Both are `flock` locks on files in the temp
 folder, which the kernel releases when a holder dies, so a killed trial cannot wedge the gate.
 
+On CUDA a step "ends" twice: the Python call returns while its kernels are still queued (the
+host runs several steps ahead). Another process's measurement cannot wait for those kernels
+(`torch.cuda.synchronize` waits only for its own), so a trainer always synchronises before it
+lets go of the gate: its hold ends when its GPU work ends, with no decision that a measurer
+arriving a moment later could slip past. A measurer synchronises too once it holds the device,
+so its own queued work (its last training steps) is not timed either.
+
 One process trains one trial at a time; a thread that measures while another thread of the
 same process trains would not wait for it (the process's own locks are not excluded).
 """
@@ -152,6 +159,7 @@ def exclusive_device(device: torch.device, timeout: float | None = None) -> Iter
                 _close((gate, turnstile))
                 raise TimeoutError(f"device {gate_path(device)} is busy with training steps of another process")
             exclusive.fds = (turnstile, gate)
+            synchronize(device)  # drain this process's own queued work before anything is timed
         exclusive.depth += 1
         try:
             yield
@@ -164,20 +172,12 @@ def exclusive_device(device: torch.device, timeout: float | None = None) -> Iter
         exclusive.thread_lock.release()
 
 
-def _measurer_waiting(shared: _Shared) -> bool:
-    try:
-        fcntl.flock(shared.turnstile, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    fcntl.flock(shared.turnstile, fcntl.LOCK_UN)
-    return False
-
-
 @contextlib.contextmanager
 def shared_device(device: torch.device) -> Iterator[None]:
     """Hold `device` for one training step (or evaluation pass) alongside other trainers.
 
-    Waits while a measurement holds the device; costs four `flock` calls when none does.
+    Waits while a measurement holds the device; costs four `flock` calls when none does, and
+    on CUDA a synchronisation when it lets go.
     """
     path = lock_path(device)
     with _GUARD:
@@ -203,8 +203,7 @@ def shared_device(device: torch.device) -> Iterator[None]:
         with shared.lock:
             shared.count -= 1
             if shared.count == 0:
-                # CUDA runs the step's kernels after this returns: a waiting measurer must not
-                # start before they end (without one, the queue stays asynchronous)
-                if device.type == "cuda" and _measurer_waiting(shared):
-                    synchronize(device)
+                # the hold ends when the step's kernels end, always (see the module docstring);
+                # on the CPU this is a no-op
+                synchronize(device)
                 fcntl.flock(shared.gate, fcntl.LOCK_UN)

@@ -3,22 +3,41 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import multiprocessing as mp
+import os
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
+from nas import device_gate
 from nas.device_gate import exclusive_device, gate_path, lock_path, shared_device
 
 CPU = torch.device("cpu")
 
 
+@pytest.fixture(autouse=True)
+def private_gate(tmp_path, monkeypatch) -> str:
+    """Gate files of this test's own: other nas processes on the machine (searches, other test
+    runs) use the system temp folder's gate and must not decide these tests."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    return str(tmp_path)
+
+
+def _exec_in_tmp(tmp: str, code: str, scope: dict[str, Any]) -> None:
+    """Target of spawned children: run `code` with the parent's private gate files."""
+    tempfile.tempdir = tmp
+    exec(code, scope)
+
+
 def test_lock_file_name() -> None:
+    assert lock_path(CPU).parent == Path(tempfile.gettempdir())
     assert lock_path(CPU).name == "nas-measure-cpu.lock"
 
 
@@ -41,11 +60,11 @@ with exclusive_device(cpu, timeout=30):
 """
 
 
-def test_exclusive_device_excludes_other_process() -> None:
+def test_exclusive_device_excludes_other_process(private_gate) -> None:
     ctx = mp.get_context("spawn")
     held, released, results = ctx.Event(), ctx.Event(), ctx.Queue()
     scope = {"held": held, "released": released, "results": results}
-    child = ctx.Process(target=exec, args=(_CHILD, scope))
+    child = ctx.Process(target=_exec_in_tmp, args=(private_gate, _CHILD, scope))
     child.start()
     try:
         with exclusive_device(CPU):
@@ -60,9 +79,7 @@ def test_exclusive_device_excludes_other_process() -> None:
     assert child.exitcode == 0
 
 
-def test_exclusive_device_reentrant_and_excludes_threads(tmp_path, monkeypatch) -> None:
-    # a gate of its own: another nas process on this machine measuring now must not decide the test
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+def test_exclusive_device_reentrant_and_excludes_threads() -> None:
     outcome: list[str] = []
 
     def other_thread() -> None:
@@ -116,7 +133,8 @@ def _trainer_in_a_step() -> Iterator[tuple[Any, Any]]:
     """Spawn `_TRAINER`, wait until it is inside its step; yields (leave event, results queue)."""
     ctx = mp.get_context("spawn")
     leave, results = ctx.Event(), ctx.Queue()
-    child = ctx.Process(target=exec, args=(_TRAINER, {"leave": leave, "results": results}))
+    scope = {"leave": leave, "results": results}
+    child = ctx.Process(target=_exec_in_tmp, args=(tempfile.gettempdir(), _TRAINER, scope))
     child.start()
     try:
         assert results.get(timeout=30) == "in step"
@@ -163,3 +181,75 @@ def test_steps_inside_this_process_measurement_do_not_deadlock() -> None:
 
 def test_gate_and_turnstile_are_separate_files() -> None:
     assert gate_path(CPU) != lock_path(CPU) and gate_path(CPU).parent == lock_path(CPU).parent
+
+
+def _gate_held_by_someone(device: torch.device, mode: int) -> bool:
+    """Whether another open file on the gate could not take it in `mode` now."""
+    fd = os.open(gate_path(device), os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, mode | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def test_a_trainer_synchronises_before_it_lets_go(monkeypatch) -> None:
+    """Always, not only when it sees a measurer waiting: one could arrive right after it looked."""
+    held_at_sync: list[bool] = []
+    monkeypatch.setattr(device_gate, "synchronize",
+                        lambda device: held_at_sync.append(_gate_held_by_someone(device, fcntl.LOCK_EX)))
+    with shared_device(CPU):
+        assert held_at_sync == []
+    assert held_at_sync == [True], "the trainer synchronises once, while it still holds the gate"
+    assert not _gate_held_by_someone(CPU, fcntl.LOCK_EX)
+
+
+def test_a_measurer_drains_the_device_once_it_holds_it(monkeypatch) -> None:
+    held_at_sync: list[bool] = []
+    monkeypatch.setattr(device_gate, "synchronize",
+                        lambda device: held_at_sync.append(_gate_held_by_someone(device, fcntl.LOCK_SH)))
+    with exclusive_device(CPU), exclusive_device(CPU):
+        assert held_at_sync == [True], "drained once, with the gate already exclusive"
+    assert held_at_sync == [True]
+
+
+# A trainer whose step leaves "kernels" queued: its synchronize waits until the parent says they
+# ended (an Event stands in for the GPU finishing), so the test sequences without sleeps.
+_QUEUED_TRAINER = """
+import torch
+import nas.device_gate as gate
+
+def synchronize(device):
+    results.put("draining")
+    kernels_done.wait(30)
+
+gate.synchronize = synchronize
+with gate.shared_device(torch.device("cpu")):
+    results.put("in step")
+results.put("left")
+"""
+
+
+def test_a_measurement_cannot_start_before_a_trainers_queued_work_ends(private_gate) -> None:
+    ctx = mp.get_context("spawn")
+    kernels_done, results = ctx.Event(), ctx.Queue()
+    scope = {"kernels_done": kernels_done, "results": results}
+    child = ctx.Process(target=_exec_in_tmp, args=(private_gate, _QUEUED_TRAINER, scope))
+    child.start()
+    try:
+        assert results.get(timeout=30) == "in step"
+        assert results.get(timeout=30) == "draining"  # the step returned; its work is still queued
+        with pytest.raises(TimeoutError, match="training steps"), exclusive_device(CPU, timeout=0.3):
+            pass
+        kernels_done.set()
+        with exclusive_device(CPU, timeout=30):
+            assert results.get(timeout=30) == "left"
+    finally:
+        kernels_done.set()
+        child.join(30)
+        if child.is_alive():
+            child.kill()
+    assert child.exitcode == 0
+
