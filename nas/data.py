@@ -193,13 +193,15 @@ def _stratified_order(labels: np.ndarray, rng: np.random.Generator) -> np.ndarra
     return np.lexsort((tiebreak, key))
 
 
-def _resize(x: torch.Tensor, resolution: int) -> torch.Tensor:
-    """Bilinear resize of an (N, C, H, W) float batch; antialiased when shrinking."""
-    h, w = x.shape[-2:]
+def resize(images: torch.Tensor, resolution: int) -> torch.Tensor:
+    """Bilinear resize of an (N, C, H, W) float batch to resolution x resolution; antialiased
+    when shrinking, the batch itself when already that size. The one resize of nas: loaders
+    use it at load time, progressive learning per batch."""
+    h, w = images.shape[-2:]
     if h == resolution and w == resolution:
-        return x
+        return images
     return F.interpolate(
-        x,
+        images,
         size=(resolution, resolution),
         mode="bilinear",
         align_corners=False,
@@ -214,7 +216,7 @@ def _array_source(
 
     def fetch(idx: np.ndarray) -> torch.Tensor:
         chunks = [
-            _resize(torch.from_numpy(images[idx[i : i + _RESIZE_CHUNK]]).float().div_(scale), resolution)
+            resize(torch.from_numpy(images[idx[i : i + _RESIZE_CHUNK]]).float().div_(scale), resolution)
             for i in range(0, len(idx), _RESIZE_CHUNK)
         ]
         if not chunks:
@@ -491,4 +493,4 @@ def _read_image(path: Path, resolution: int) -> torch.Tensor:
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"cannot read image '{path}': {exc}") from exc
     x = torch.from_numpy(rgb.copy()).permute(2, 0, 1).float().div_(255.0)
-    return _resize(x.unsqueeze(0), resolution)[0]
+    return resize(x.unsqueeze(0), resolution)[0]

@@ -35,12 +35,12 @@ import yaml
 from torch import nn
 
 from nas.arch import Arch
-from nas.data import Dataset, load_dataset
+from nas.data import Dataset, load_dataset, resize
 from nas.device import device_name, prepare, resolve_device, synchronize, to_device, train_step
 from nas.errors import ConfigError, RunError
 from nas.measure import count_macs, count_params
 from nas.model import build
-from nas.progressive import BatchAugment, ProgressiveSchedule, SoftTargetCrossEntropy, resize
+from nas.progressive import BatchAugment, ProgressiveSchedule, SoftTargetCrossEntropy
 from nas.runs import atomic_write, versions
 from nas.train import evaluate_accuracy, recalibrate_batchnorm, warmup_cosine
 

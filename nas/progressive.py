@@ -6,7 +6,7 @@ so the first stage trains small images with weak regularisation and the last one
 with the full recipe (V2-S: 128 -> 300 px, RandAugment 5 -> 15, dropout 0.1 -> 0.3).
 
 The data are loaded once at the largest size the run needs (`nas.data.load_dataset` resizes at
-load time); every batch is resized on the fly with `F.interpolate`, then augmented on the
+load time); every batch is resized on the fly (`nas.data.resize`), then augmented on the
 device with kornia (RandAugment, MixUp), all batched.
 
 A `TrainingRecipe` is what a scaled family member carries: fixed train/eval sizes and
@@ -26,6 +26,7 @@ import yaml
 from torch import nn
 
 from nas.arch import Validator
+from nas.data import resize
 from nas.errors import ConfigError
 
 Pair = tuple[float, float]
@@ -195,14 +196,6 @@ def _magnitude(v: Validator, value: Any, path: str) -> float:
 
 
 # -- batched augmentation on the device -----------------------------------------------------------
-
-
-def resize(images: torch.Tensor, size: int) -> torch.Tensor:
-    """Bilinear resize of a (N, C, H, W) batch; antialiased when shrinking."""
-    if images.shape[-1] == size and images.shape[-2] == size:
-        return images
-    shrink = size < images.shape[-1] or size < images.shape[-2]
-    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
 
 
 class BatchAugment:

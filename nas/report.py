@@ -19,9 +19,10 @@ import yaml
 
 from nas import plots
 from nas.arch import Arch, Stage
-from nas.errors import ConfigError
+from nas.errors import ConfigError, NASError
 from nas.objective import Objective, Reference
 from nas.runs import RESULT_COLUMNS, RunDir, atomic_write, best_row
+from nas.settings import saved_space
 from nas.space import STAGE_FIELDS, SearchSpace
 from nas.stats import CHOICE_FIELDS, choice_frequencies, pareto_front, running_best
 
@@ -113,10 +114,9 @@ def _row_from_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def _load_space(run: RunDir) -> SearchSpace | None:
-    path = run.path / "space.yaml"
     try:
-        return SearchSpace.from_yaml(path.read_text(), source=str(path), base_dir=run.path)
-    except (OSError, ConfigError):
+        return saved_space(run)[1]
+    except NASError:
         return None  # e.g. a space whose reference file was relative to its old folder
 
 
@@ -208,13 +208,13 @@ def arch_table(arch: Arch, proxy_arch: Arch | None = None) -> str:
 
 def full_size_counts(arch: Arch) -> tuple[int, int] | None:
     """Params and MACs of the full-size network at 1000 classes, 3 channels (the papers' setting)."""
-    from nas.commands.arch import arch_summary
+    from nas.scale import count_costs
 
     try:
-        info = arch_summary(arch.to_string(), classes=1000, in_channels=3, resolution=None)
+        params, macs = count_costs(arch, num_classes=1000, in_channels=3)
     except Exception:  # counting is a courtesy; a report must not fail on it
         return None
-    return int(info["params"]), int(info["macs"])
+    return params, int(macs or 0)
 
 
 # -- plots -----------------------------------------------------------------------------------

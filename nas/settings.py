@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from nas.errors import ConfigError
+from nas.errors import ConfigError, RunError
 from nas.proxy_check import check_proxy_keeps_choices
 from nas.space import Measure, Proxy, SearchSpace
 from nas.step_cost import TimingShape
 from nas.train import ProxyRecipe
+
+if TYPE_CHECKING:
+    from nas.runs import RunDir
 
 SAMPLERS = ("tpe", "random", "nsga2")
 PRUNERS = ("median", "none")
@@ -74,3 +77,46 @@ class SearchSettings:
         out["objective"] = asdict(self.space.objective)
         out["reference"] = self.space.reference.to_string()
         return out
+
+
+def default_sampler(objective_kind: str) -> str:
+    """NSGA-II for a Pareto objective, TPE otherwise."""
+    return "nsga2" if objective_kind == "pareto" else "tpe"
+
+
+def saved_space(run: RunDir) -> tuple[str, SearchSpace]:
+    """The space a run was made with: its space.yaml, as text and validated."""
+    path = run.path / "space.yaml"
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise RunError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return text, SearchSpace.from_yaml(text, source=str(path), base_dir=run.path)
+
+
+def settings_from_run(run: RunDir, *, space: SearchSpace | None = None, dataset: str | None = None,
+                      device: str | None = None, seed: int | None = None, val_fraction: float | None = None,
+                      sampler: str | None = None, pruner: str | None = None,
+                      objective: str | None = None) -> SearchSettings:
+    """The settings `run` was made with (config.yaml, space.yaml); each given value replaces
+    the saved one. A given `space` replaces the saved space, but the run's proxy stays: it is
+    what the run's trials were trained with. Not checked: callers apply their overrides first."""
+    config = run.config()
+    if space is None:
+        space = saved_space(run)[1]
+    saved_proxy = config.get("proxy")
+    try:
+        proxy = Proxy(**saved_proxy) if isinstance(saved_proxy, dict) else space.proxy
+    except TypeError as exc:  # a key this version of nas does not know
+        raise RunError(f"cannot read {run.config_path}: proxy: {exc}") from None
+    kind = objective or (config.get("objective") or {}).get("kind") or space.objective.kind
+    settings = SearchSettings(
+        space=replace(space, proxy=proxy),
+        dataset=dataset if dataset is not None else str(config.get("dataset", "mnist5k")),
+        device=device if device is not None else str(config.get("device", "auto")),
+        seed=seed if seed is not None else int(config.get("seed", 0)),
+        val_fraction=val_fraction if val_fraction is not None else float(config.get("val_fraction", 0.2)),
+        sampler=sampler or str(config.get("sampler") or default_sampler(kind)),
+        pruner=pruner or str(config.get("pruner", "median")),
+    )
+    return settings.with_objective(kind)

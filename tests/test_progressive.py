@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from nas.arch import Validator
+from nas.data import resize
 from nas.errors import ConfigError
 from nas.progressive import (
     DEFAULT_SCHEDULE,
@@ -16,7 +17,6 @@ from nas.progressive import (
     StageValues,
     TrainingRecipe,
     find_recipe,
-    resize,
 )
 
 

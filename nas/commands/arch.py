@@ -19,22 +19,21 @@ def add_parser(sub: Any) -> None:
 
 
 def arch_summary(arch_spec: str, classes: int, in_channels: int, resolution: int | None) -> dict[str, Any]:
-    from nas.measure import count_macs, count_params
-    from nas.model import build
     from nas.resources import load_arch
+    from nas.scale import count_costs
 
     arch = load_arch(arch_spec)
     if resolution is not None:
         arch = arch.with_(resolution=resolution, name=arch.name)
-    model = build(arch, num_classes=classes, in_channels=in_channels)
+    params, macs = count_costs(arch, num_classes=classes, in_channels=in_channels)
     return {
         "name": arch.name,
         "string": arch.to_string(),
         "resolution": arch.resolution,
         "classes": classes,
         "in_channels": in_channels,
-        "params": count_params(model),
-        "macs": count_macs(model, arch.resolution, in_channels),
+        "params": params,
+        "macs": macs,
         "stem": {"channels": arch.resolved_stem_channels, "stride": arch.stem_stride},
         "stages": [
             {"op": s.op, "kernel": s.kernel, "expansion": s.expansion, "se": s.se, "channels": s.channels,

@@ -145,24 +145,22 @@ def _grid_search(args: argparse.Namespace, source: Any, run: Any) -> None:
     from nas.errors import RunError
     from nas.runs import RunDir
     from nas.scale import CoefficientSearch, family_base_name, search_coefficients
-    from nas.settings import SearchSettings
-    from nas.space import Proxy, SearchSpace
+    from nas.settings import SearchSettings, saved_space, settings_from_run
+    from nas.space import SearchSpace
 
     if not 0 < args.tolerance < 1:
         raise ConfigError(f"--tolerance must be in (0, 1), but got {args.tolerance}")
-    saved = run.config() if run is not None else {}
-    if run is not None and args.space is None:
-        text = (run.path / "space.yaml").read_text()
-        space = SearchSpace.from_yaml(text, source=str(run.path / "space.yaml"))
-    else:
+    if run is not None and args.space is None:  # the run's space and proxy
+        text, space = saved_space(run)
+        settings = settings_from_run(run, space=space, dataset=args.dataset, device=args.device, seed=args.seed)
+    else:  # another space brings its own proxy; a run still lends its dataset and split
+        saved = run.config() if run is not None else {}
         space = SearchSpace.load(args.space or "v2")
         text = Path(space.source).read_text()
-    dataset = args.dataset if args.dataset is not None else saved.get("dataset", "mnist5k")
-    settings = SearchSettings(space=space, dataset=dataset,
-                              device=args.device, seed=args.seed if args.seed is not None else saved.get("seed", 0),
-                              val_fraction=saved.get("val_fraction", 0.2))
-    if "proxy" in saved and args.space is None:
-        settings = settings.with_overrides(**vars(Proxy(**saved["proxy"])))
+        settings = SearchSettings(
+            space=space, dataset=args.dataset if args.dataset is not None else saved.get("dataset", "mnist5k"),
+            device=args.device, seed=args.seed if args.seed is not None else saved.get("seed", 0),
+            val_fraction=saved.get("val_fraction", 0.2))
     settings = settings.with_overrides(epochs=args.epochs, batch=args.batch, max_train=args.max_train)
     settings.check()
     resolve_device(settings.device)

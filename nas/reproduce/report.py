@@ -38,10 +38,10 @@ from nas.reproduce.analysis import (
     uniform_sample,
 )
 from nas.reproduce.claims import TARGETS, Claim, Target
-from nas.reproduce.request import REQUEST_FILE, is_reproduction, settings_from_run
+from nas.reproduce.request import REQUEST_FILE, is_reproduction
 from nas.reproduce.retrain import pick_candidates, read_retrain, retrain_settings
 from nas.runs import RunDir, atomic_write
-from nas.settings import SearchSettings
+from nas.settings import SearchSettings, settings_from_run
 from nas.stats import (
     CHOICE_FIELDS,
     Correlation,

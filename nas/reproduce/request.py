@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import shlex
 import sys
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from nas.errors import ConfigError, RunError
+from nas.errors import ConfigError
 from nas.reproduce.claims import TARGETS
-from nas.runs import RunDir, atomic_write
-from nas.settings import SearchSettings
-from nas.space import Proxy, SearchSpace
+from nas.runs import atomic_write
 
 REQUEST_FILE = "reproduce.yaml"
 
@@ -85,24 +83,6 @@ def record_request(folder: Path, request: Request, runs_dir: str | Path) -> None
     record.update(request.fingerprint())
     record["command"] = request.command(folder.name, runs_dir)
     atomic_write(path, yaml.safe_dump(record, sort_keys=False))
-
-
-def settings_from_run(run: RunDir) -> SearchSettings:
-    """The settings a run was made with, from its config.yaml and space.yaml."""
-    config = run.config()
-    path = run.path / "space.yaml"
-    try:
-        space = SearchSpace.from_yaml(path.read_text(), source=str(path), base_dir=run.path)
-    except OSError as exc:
-        raise RunError(f"cannot read {path}: {exc.strerror or exc}") from None
-    proxy = Proxy(**config["proxy"]) if config.get("proxy") else space.proxy
-    settings = SearchSettings(
-        space=replace(space, proxy=proxy), dataset=config.get("dataset", "mnist5k"),
-        device=config.get("device", "auto"), seed=int(config.get("seed", 0)),
-        val_fraction=float(config.get("val_fraction", 0.2)), sampler=config.get("sampler", "tpe"),
-        pruner=config.get("pruner", "median"),
-    )
-    return settings.with_objective(config.get("objective", {}).get("kind"))
 
 
 def say(request: Request, line: str) -> None:

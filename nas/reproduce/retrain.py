@@ -19,9 +19,9 @@ from nas.report import (
     fmt,
     load_run,
 )
-from nas.reproduce.request import Request, say, settings_from_run
+from nas.reproduce.request import Request, say
 from nas.runs import RunDir, atomic_write
-from nas.settings import SearchSettings
+from nas.settings import SearchSettings, settings_from_run
 
 RETRAIN_FILE = "retrain.csv"
 RETRAIN_COLUMNS = ["role", "trial", "seed", "epochs", "train_images", "state", "accuracy", "step_ms", "step_spread",

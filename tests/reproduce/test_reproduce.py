@@ -23,10 +23,10 @@ from nas.reproduce.analysis import (
 )
 from nas.reproduce.claims import B0_CLAIMS, V2_CLAIMS
 from nas.reproduce.report import luck
-from nas.reproduce.request import settings_from_run
 from nas.reproduce.retrain import RETRAIN_FILE, Candidate, pick_candidates, read_retrain
 from nas.resources import load_arch
 from nas.runs import RunDir
+from nas.settings import settings_from_run
 from nas.space import SearchSpace
 from tests.test_report import assert_links_resolve, assert_plots, tables
 
