@@ -118,10 +118,17 @@ def time_steps(step: Callable[[], object], device: torch.device, repeats: Repeat
     The caller holds the device (`exclusive_device`) so other trials' work is not timed too.
     """
     repeats.check()
-    for _ in range(repeats.warmup):
+    # On CUDA the first step of a new shape autotunes cuDNN (nas.device.CUDNN_BENCHMARK) and
+    # grows the allocator: never time it, whatever the warm-up asked for.
+    warmup = max(1, repeats.warmup) if device.type == "cuda" else repeats.warmup
+    for _ in range(warmup):
         step()
+    synchronize(device)  # the warm-up's queued kernels end before the first timed step starts
     times_ms: list[float] = []
     while len(times_ms) < repeats.max_steps:
+        # One clock on every device: wall time between two synchronisations. On CUDA it includes
+        # the host's launch overhead, which small proxy-sized steps are bound by and a training
+        # run pays too (CUDA events would time the GPU stream alone and miss it).
         synchronize(device)
         start = time.perf_counter()
         step()

@@ -10,11 +10,13 @@ import torch
 from torch import nn
 
 from nas.measure import (
+    Repeats,
     StepTime,
     StepTimeCache,
     count_macs,
     count_params,
     measure_step_time,
+    time_steps,
 )
 from nas.model import build
 from nas.resources import load_arch
@@ -114,3 +116,22 @@ def test_step_time_rejects_bad_settings(bad: dict) -> None:
     kwargs.update(bad)
     with pytest.raises(ConfigError):
         measure_step_time(nn.Linear(1, 1), **kwargs)
+
+
+def _recorded_timing(monkeypatch, device: torch.device, warmup: int) -> list[str]:
+    events: list[str] = []
+    monkeypatch.setattr("nas.measure.synchronize", lambda d: events.append("sync"))
+    time_steps(lambda: events.append("step"), device, Repeats(warmup=warmup, steps=2, max_steps=2, target_spread=1e9))
+    return events
+
+
+def test_timed_steps_start_and_end_synchronised(monkeypatch) -> None:
+    events = _recorded_timing(monkeypatch, CPU, warmup=2)
+    # warm-up, drain, then every timed step between two synchronisations
+    assert events == ["step", "step", "sync", "sync", "step", "sync", "sync", "step", "sync"]
+
+
+def test_cuda_never_times_the_autotuning_step(monkeypatch) -> None:
+    """cudnn.benchmark autotunes in the first step of a shape: one untimed step even at warmup=0."""
+    assert _recorded_timing(monkeypatch, torch.device("cuda"), warmup=0)[:2] == ["step", "sync"]
+    assert _recorded_timing(monkeypatch, CPU, warmup=0)[:2] == ["sync", "sync"]
