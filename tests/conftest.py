@@ -2,14 +2,40 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
+from typing import NoReturn
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def in_ci() -> bool:
+    """Whether this is CI (`CI=true`, set by .ci/run and by most CI services)."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def skip_or_fail(reason: str) -> NoReturn:
+    """Skip a test whose requirement (Ray, PostgreSQL, network namespaces) is missing here, but
+    fail it under CI: a CI machine that lost a requirement must not pass by skipping its tests.
+    Callable from a test, a fixture or at module level."""
+    if in_ci():
+        pytest.fail(f"{reason} (CI=true: this test must run in CI, so a missing requirement is a failure)",
+                    pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
+
+
+def require_module(name: str, why: str = "") -> ModuleType:
+    """`import name`, or skip_or_fail when it cannot be imported (like pytest.importorskip)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        skip_or_fail(f"needs {name}{f' ({why})' if why else ''}: {exc}")
 
 
 def nas_env(threads: int | None = None) -> dict[str, str]:
