@@ -10,15 +10,22 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
-from matplotlib.ticker import MaxNLocator
+from typing import TYPE_CHECKING, Any
 
 from nas.stats import pareto_front
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 DPI = 110
+
+
+def _figure(**kwargs: Any) -> Figure:
+    # matplotlib is imported by the first plot, not with this module: only reports draw, and
+    # a search on a bare GPU box must run without it
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
 
 
 @dataclass(frozen=True)
@@ -51,7 +58,7 @@ def scatter_front(
     """Accuracy against a cost for every point, the Pareto front (lower cost, higher accuracy)
     as a step line, the reference as a red star, the best as a green diamond and `highlights`
     (e.g. retrained architectures) with their error bars."""
-    fig = Figure(figsize=(6.4, 4.6))
+    fig = _figure(figsize=(6.4, 4.6))
     ax = fig.add_subplot()
     every = [*points, *([reference] if reference else []), *([best] if best else []), *highlights]
     if not every:
@@ -89,7 +96,7 @@ def scatter_front(
 def rank_scatter(path: Path, points: Sequence[Point], *, xlabel: str, ylabel: str, title: str) -> Path:
     """One measure against another (e.g. proxy vs retrained accuracy): does one order predict the other?
     No diagonal: the two are measured after different training, only their order matters."""
-    fig = Figure(figsize=(5.4, 4.6))
+    fig = _figure(figsize=(5.4, 4.6))
     ax = fig.add_subplot()
     if not points:
         _empty(ax, "nothing retrained yet")
@@ -113,7 +120,7 @@ def progress(
 ) -> Path:
     """Best-so-far curves against trial number (one per search), each trial's own value as
     faint dots, the reference's value as a dashed line."""
-    fig = Figure(figsize=(6.4, 4.2))
+    fig = _figure(figsize=(6.4, 4.2))
     ax = fig.add_subplot()
     drawn = False
     if scatter is not None and scatter[0]:
@@ -132,6 +139,8 @@ def progress(
         return _save(fig, path)
     if reference is not None and math.isfinite(reference):
         ax.axhline(reference, color="tab:red", ls="--", lw=1, label="reference")
+    from matplotlib.ticker import MaxNLocator
+
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -148,7 +157,7 @@ def choice_heatmap(
     """One panel per field: stages (rows) by choices (columns), coloured by how often the
     choice was taken; `marked[stage][field]` (the reference's choice) gets a red frame."""
     fields = list(choices)
-    fig = Figure(figsize=(2.2 * max(1, len(fields)) + 1.2, 0.45 * max(1, len(frequencies)) + 1.6))
+    fig = _figure(figsize=(2.2 * max(1, len(fields)) + 1.2, 0.45 * max(1, len(frequencies)) + 1.6))
     if not frequencies:
         _empty(fig.add_subplot(), "no finished trials yet")
         fig.suptitle(title, fontsize=10)
@@ -166,6 +175,8 @@ def choice_heatmap(
         if marked:
             for r, stage in enumerate(marked[: len(grid)]):
                 if stage.get(name) in columns:
+                    from matplotlib.patches import Rectangle
+
                     c = columns.index(stage[name])
                     ax.add_patch(Rectangle((c - 0.42, r - 0.42), 0.84, 0.84, fill=False, ec="tab:red", lw=2.5))
         ax.set_xticks(range(len(columns)), [_tick(v) for v in columns], fontsize=8)

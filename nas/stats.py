@@ -13,8 +13,6 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-import scipy.stats
-
 from nas.arch import Arch, Stage
 
 # The per-stage choices the papers discuss (and the report's heatmap shows).
@@ -39,11 +37,15 @@ class Correlation(NamedTuple):
 def kendall_tau(x: Sequence[float], y: Sequence[float]) -> Correlation:
     """Kendall's tau-b and its p-value (`scipy.stats.kendalltau`: exact for small inputs
     without ties, normal approximation otherwise)."""
+    import scipy.stats  # here, not at the top: a search needs none of scipy (about 0.3 s to import)
+
     return _correlation(scipy.stats.kendalltau, x, y)
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> Correlation:
     """Spearman's rho and its p-value (`scipy.stats.spearmanr`, t approximation)."""
+    import scipy.stats
+
     return _correlation(scipy.stats.spearmanr, x, y)
 
 
@@ -69,6 +71,8 @@ def kendall_tau_interval(x: Sequence[float], y: Sequence[float], confidence: flo
     def tau(a: Sequence[float], b: Sequence[float]) -> float:
         return kendall_tau(a, b).statistic
 
+    import scipy.stats
+
     with warnings.catch_warnings():  # a NaN resample makes the interval NaN, which is the answer
         warnings.simplefilter("ignore", scipy.stats.DegenerateDataWarning)
         # random_state, not rng: scipy < 1.15 knows only that name
@@ -85,6 +89,8 @@ def welch_pvalue(a: tuple[float, float], n_a: int, b: tuple[float, float], n_b: 
     samples (no spread to test against) or both are constant and equal."""
     if n_a < 2 or n_b < 2:
         return math.nan
+    import scipy.stats
+
     with warnings.catch_warnings():  # 0/0 of two constant, equal sides: NaN is the answer
         warnings.simplefilter("ignore", RuntimeWarning)
         result = scipy.stats.ttest_ind_from_stats(a[0], a[1], n_a, b[0], b[1], n_b, equal_var=False)

@@ -2,19 +2,37 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 # tensorboard prints a TensorFlow-not-found notice on import; it is harmless here.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+@functools.cache
+def _summary_writer() -> Any:
+    """torch's SummaryWriter class, or None where tensorboard is not installed (a bare GPU box:
+    the search runs on, results.csv and metrics.json hold the same numbers). Imported on first
+    use: tensorboard takes about a second to import."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.warning("tensorboard is not installed: trials are recorded without TensorBoard event files")
+        return None
+    return SummaryWriter
+
+
 def write_trial_events(folder: Path, history: list[dict[str, float]], hparams: dict[str, Any],
                        metrics: dict[str, float]) -> None:
     """Curves of one trial (val_acc, train_loss per epoch) and its row of the hparams table."""
-    from torch.utils.tensorboard import SummaryWriter  # slow import: only when writing
-
+    SummaryWriter = _summary_writer()  # noqa: N806 (a class)
+    if SummaryWriter is None:
+        return
     with SummaryWriter(log_dir=str(folder)) as writer:
         for point in history:
             epoch = int(point["epoch"])
