@@ -41,14 +41,34 @@ FINGERPRINT_KEYS = ("space", "space_sha256", "dataset", "proxy", "measure", "obj
 
 
 def atomic_write(path: Path, text: str) -> None:
-    """Write via a temporary file and rename; errors name the path and the reason."""
+    """Write via a temporary file, fsync it, rename it over `path` and fsync the folder, so that
+    after a crash or power loss `path` holds either the old or the new text, never a mix or
+    nothing. Errors name the path and the reason."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        tmp.write_text(text)
+        with open(tmp, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
+        _fsync_folder(path.parent)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise RunError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in `folder` durable (where the platform allows opening a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # e.g. Windows: folders cannot be opened; the rename is as durable as it gets
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on folders
+    finally:
+        os.close(fd)
 
 
 def versions() -> dict[str, str]:

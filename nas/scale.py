@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -263,8 +262,7 @@ def search_coefficients(
     """
     from nas.data import load_dataset
     from nas.measure import StepTimeCache
-    from nas.search.base import failure_reason
-    from nas.search.trial import evaluate
+    from nas.search.outcome import COMPLETE, INTERRUPTED, attempt
 
     settings = job.settings
     candidates = pick_candidates(coefficient_grid(job.step, tolerance=job.tolerance), job.budget)
@@ -279,21 +277,20 @@ def search_coefficients(
         trial_settings = settings.with_overrides(resolution=proxy_resolution)
         data = load_dataset(settings.dataset, resolution=proxy_resolution, val_fraction=settings.val_fraction,
                             seed=settings.seed)
-        row: dict[str, Any] = {"number": number, "arch": arch.to_string(), **c.to_dict(),
-                               "flops_factor": round(c.flops_factor, 4), "proxy_resolution": proxy_resolution}
-        start = time.perf_counter()
-        try:
-            result = evaluate(arch, trial_settings, data, cache=cache)
-        except (TrialError, RuntimeError) as exc:
-            row.update(state="FAIL", reason=failure_reason(exc), seconds=round(time.perf_counter() - start, 3))
-            log(f"candidate {number}: alpha={c.alpha:g} beta={c.beta:g} gamma={c.gamma:g} failed: {row['reason']}")
-        else:
-            row.update(state="COMPLETE", accuracy=result.accuracy, reward=result.accuracy, step_ms=result.step_ms,
-                       step_spread=result.step_spread, params=result.params, macs=result.macs,
-                       epochs=result.epochs, seconds=round(time.perf_counter() - start, 3))
+        # the same trial as a search's: measured, trained and classified by nas.search.outcome
+        outcome = attempt(arch, trial_settings, data, cache)
+        if outcome.state == INTERRUPTED:
+            raise outcome.error if outcome.error is not None else KeyboardInterrupt
+        row: dict[str, Any] = {"number": number, **outcome.attrs, "arch": arch.to_string(), **c.to_dict(),
+                               "flops_factor": round(c.flops_factor, 4), "proxy_resolution": proxy_resolution,
+                               "state": outcome.state if outcome.state != "PRUNED" else COMPLETE}
+        if row["state"] == COMPLETE:
+            row["reward"] = row["accuracy"]  # every candidate has ~2x the MACs: accuracy ranks them
             log(f"candidate {number}: alpha={c.alpha:g} beta={c.beta:g} gamma={c.gamma:g} "
-                f"(product {c.flops_factor:.3f}) accuracy {result.accuracy:.4f}, {result.params:,} params")
-        run.write_trial(number, arch, dict(row, history=[] if row["state"] == "FAIL" else result.history))
+                f"(product {c.flops_factor:.3f}) accuracy {row['accuracy']:.4f}, {row['params']:,} params")
+        else:
+            log(f"candidate {number}: alpha={c.alpha:g} beta={c.beta:g} gamma={c.gamma:g} failed: {row['reason']}")
+        run.write_trial(number, arch, dict(row, history=outcome.history))
         rows.append(row)
         run.write_results(rows)  # after every candidate, so an interrupted search keeps its rows
     done = [r for r in rows if r["state"] == "COMPLETE"]

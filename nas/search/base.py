@@ -12,6 +12,7 @@ from nas.errors import TrialError
 from nas.objective import Objective
 from nas.runs import RunDir
 from nas.search.trial import TrialResult
+from nas.stats import pareto_front
 from nas.tblog import write_trial_events
 
 # Trial attributes stored with every trial (Optuna user attrs, Ray results); rows and
@@ -73,19 +74,11 @@ def record_trial(run: RunDir, number: int, arch: Arch | None, state: str, attrs:
     return row
 
 
-def pareto_front(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def pareto_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Complete rows that no other complete row beats on accuracy (up) and step time (down)."""
     done = [r for r in rows if r["state"] == "COMPLETE" and r.get("accuracy") is not None
             and r.get("step_ms") is not None]
-
-    def dominated(r: dict[str, Any]) -> bool:
-        return any(
-            o["accuracy"] >= r["accuracy"] and o["step_ms"] <= r["step_ms"]
-            and (o["accuracy"] > r["accuracy"] or o["step_ms"] < r["step_ms"])
-            for o in done
-        )
-
-    return [r for r in done if not dominated(r)]
+    return [done[i] for i in pareto_front([r["step_ms"] for r in done], [r["accuracy"] for r in done])]
 
 
 def best_reward(rows: list[dict[str, Any]]) -> float | None:
@@ -95,4 +88,4 @@ def best_reward(rows: list[dict[str, Any]]) -> float | None:
 
 def write_rows(run: RunDir, rows: list[dict[str, Any]], objective: Objective) -> None:
     """results.csv, best.yaml (and pareto.csv for a Pareto objective) from finished rows."""
-    run.write_results(rows, pareto_front(rows) if objective.spec.kind == "pareto" else None)
+    run.write_results(rows, pareto_rows(rows) if objective.spec.kind == "pareto" else None)

@@ -73,7 +73,7 @@ def test_three_processes_on_one_run_share_its_budget(workdir: Path) -> None:
     assert count_finished(trials) == budget
     ran = [t for t in trials if not t.user_attrs.get("surplus")]
     assert len(ran) == budget  # no architecture trained beyond the budget
-    assert len({t.user_attrs["owner"] for t in ran}) >= 2
+    assert len({t.user_attrs["worker"] for t in ran}) >= 2
 
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])

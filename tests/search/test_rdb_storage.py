@@ -35,7 +35,7 @@ def test_two_workers_share_a_postgresql_storage(tmp_path: Path) -> None:
         study = optuna.load_study(study_name=STUDY_NAME, storage=server.url)
         trials = study.get_trials()
         assert count_finished(trials) == budget
-        owners = {t.user_attrs.get("owner") for t in trials if t.state.is_finished()}
+        owners = {t.user_attrs.get("worker") for t in trials if t.state.is_finished()}
         assert len(owners) == 2, "both workers should have run trials"
         numbers = [t.number for t in trials]
         assert len(numbers) == len(set(numbers))
