@@ -59,6 +59,7 @@ def test_bad_arguments_exit_2_with_one_line(args, fragment, tmp_path, capsys, mo
     assert err.startswith("nas: error:") and fragment in err
 
 
+@pytest.mark.slow
 def test_bad_space_file_from_a_real_process_has_no_traceback(tmp_path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: bad\nstem: {channels: 8}\nreference: efficientnet-b0\nstages:\n"

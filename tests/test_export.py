@@ -17,6 +17,8 @@ from nas.fulltrain import CHECKPOINT, FINAL_MODEL, TrainConfig, train
 from nas.model import build
 from nas.space import SearchSpace
 
+pytestmark = pytest.mark.slow  # a trained model and torch.export (tens of seconds)
+
 TINY = SearchSpace.load("tiny").reference
 
 # Runs with -I (no PYTHONPATH, no user site, no script dir) and a finder that refuses `nas`, so

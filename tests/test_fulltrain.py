@@ -25,6 +25,7 @@ def _final_weights(folder: Path) -> dict[str, torch.Tensor]:
     return torch.load(folder / FINAL_MODEL, weights_only=True)["model"]
 
 
+@pytest.mark.slow
 def test_kill_then_resume_ends_like_an_uninterrupted_run(tmp_path: Path) -> None:
     arch_file = tmp_path / "tiny.yaml"
     TINY.save(arch_file)
@@ -35,8 +36,7 @@ def test_kill_then_resume_ends_like_an_uninterrupted_run(tmp_path: Path) -> None
     whole = start_nas("train", *common, "-o", str(tmp_path / "whole"), cwd=tmp_path, threads=1)
     victim = start_nas("train", *common, "-o", str(tmp_path / "cut"), cwd=tmp_path, threads=1)
     checkpoint = tmp_path / "cut" / CHECKPOINT
-    deadline = time.monotonic() + 120
-    while not checkpoint.exists() and victim.poll() is None and time.monotonic() < deadline:
+    while not checkpoint.exists() and victim.poll() is None:  # pytest-timeout bounds the wait
         time.sleep(0.01)
     victim.send_signal(signal.SIGKILL)
     victim.wait(30)

@@ -15,7 +15,6 @@ import copy
 import io
 import math
 import re
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -481,14 +480,14 @@ def _alias_bomb(levels: int = 9) -> str:
                  "layers: 1}}]\n", "stages[0].expansion"),
     ],
 )
+@pytest.mark.timeout(300)  # expanding 10**9 elements would never end (or exhaust memory): fail, not hang
 def test_alias_bombs_fail_fast(kind: str, template: str, key_path: str, tmp_path: Path) -> None:
     """Aliases are shared, not copied, by safe_load; the error message must not expand them either."""
     path = tmp_path / "bomb.yaml"
     path.write_text(template.format(bomb=_alias_bomb()))
     load = (lambda: SearchSpace.load(str(path))) if kind == "space" else (lambda: Arch.load(path))
-    start = time.perf_counter()
-    expect_config_error(load, Case(what=f"{kind} alias bomb", key_path=key_path), str(path))
-    assert time.perf_counter() - start < 5.0
+    message = expect_config_error(load, Case(what=f"{kind} alias bomb", key_path=key_path), str(path))
+    assert len(message) < 1000, "the error message quotes an expanded value"
     CASES[f"{kind} files"] += 1
 
 
@@ -688,6 +687,7 @@ def _snapshot(run: Path) -> dict[str, bytes]:
     # (tiny, --resume) is a legitimate resume, so not here
     [("v2", False), ("v2", True), ("tiny-variant", False), ("tiny-variant", True), ("tiny", False)],
 )
+@pytest.mark.slow
 def test_cli_existing_run_with_another_space_is_refused(existing_run: Path, space: str, resume: bool) -> None:
     runs = existing_run / "runs"
     if space == "tiny-variant":

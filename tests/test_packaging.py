@@ -10,9 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_wheel_install_finds_spaces_and_references(tmp_path: Path) -> None:
     target = tmp_path / "site"
     # build from a clean copy: setuptools reuses a checkout's stale build/ folder, which once hid a

@@ -35,6 +35,7 @@ def test_lr_factor_is_nas_schedule(bench) -> None:
         schedule.step()
 
 
+@pytest.mark.slow
 def test_plain_loop_matches_nas_trial(bench, tmp_path: Path) -> None:
     # dropout and drop-path on: the plain loop must also draw the same random numbers
     settings = SearchSettings(space=SearchSpace.load("tiny"), dataset="synthetic", device="cpu", pruner="none")

@@ -90,6 +90,7 @@ def test_a_run_source_uses_its_best_architecture(tmp_path: Path) -> None:
     assert Arch.load(run / "family" / "b1.yaml").name == "exp1-b1"
 
 
+@pytest.mark.slow
 def test_grid_search_stores_a_run_and_the_constrained_best(tmp_path: Path, capsys) -> None:
     source = tmp_path / "tiny.yaml"
     SearchSpace.load("tiny").reference.save(source)

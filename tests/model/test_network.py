@@ -40,7 +40,9 @@ def tiny_arch(op: str = "mbconv", kernel: int = 3, expansion: float = 4, se: flo
     ],
 )
 def test_published_param_counts(name: str, expected: int) -> None:
-    assert n_params(build(load_arch(name))) == expected
+    with torch.device("meta"):  # shapes only: V2-L's 118M weights need not be allocated and initialised
+        model = build(load_arch(name))
+    assert n_params(model) == expected
 
 
 def test_b0_runs_and_keeps_arch() -> None:
