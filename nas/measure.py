@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from nas.cpu_allocator import keep_freed_memory
 from nas.device import prepare, synchronize, to_device, train_step
 from nas.device_gate import exclusive_device
 from nas.errors import ConfigError
@@ -152,6 +153,8 @@ def warm_up_process(device: torch.device, seconds: float = 1.0) -> None:
     slug = str(device)
     if slug in _warm_devices:
         return
+    if device.type == "cpu":
+        keep_freed_memory()  # before the warm-up, so its blocks already stay on the heap
     with torch.random.fork_rng(devices=rng_devices(device)):
         torch.manual_seed(0)
         net = prepare(nn.Sequential(MBConv(32, 32, 3, 1, 4.0, se=0.25), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
