@@ -16,22 +16,30 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "reproduce", help="reproduce the EfficientNetV2-S or B0 search at small scale (search, baseline, report)",
         description="Search the paper's space (v2 with the step-time reward for v2s; v1 with the MACs reward for b0), "
-                    "run random search as a baseline, retrain the best found and the reference with several seeds, "
-                    "and write runs/NAME/report.md. Running the same command again resumes and reuses finished parts.",
+                    "measuring first for v2s whether this device trains Fused-MBConv early faster (the paper's "
+                    "Table 3 ablation); run TPE and random search with several seeds each, retrain the best found "
+                    "and the reference with several seeds, and write runs/NAME/report.md. Running the same "
+                    "command again resumes and reuses finished parts.",
     )
     p.add_argument("target", choices=["v2s", "b0"], help="v2s (EfficientNetV2-S) or b0 (EfficientNet-B0)")
-    p.add_argument("--budget", type=positive_int, default=200,
-                   help="search trials (default 200, ~40 min on 2 CPU cores)")
+    p.add_argument("--budget", type=positive_int, default=100,
+                   help="search trials per search seed (default 100)")
     p.add_argument("--baseline-budget", type=non_negative_int, default=None,
-                   help="random-search trials (default: a quarter of --budget so 200 fits in about an hour; "
-                        "0: no baseline; pass --budget's value for the full comparison)")
+                   help="random-search trials per search seed (default: --budget's value, the fair comparison; "
+                        "0: no baseline)")
+    p.add_argument("--search-seeds", type=positive_int, default=3,
+                   help="TPE and random search each run with this many seeds, paired by seed for the test of TPE "
+                        "vs random (default 3; fewer than 3 gives a direction only)")
     p.add_argument("--top", type=positive_int, default=3, help="best distinct architectures to retrain (default 3)")
     p.add_argument("--seeds", type=positive_int, default=3, help="seeds per retrained architecture (default 3)")
     p.add_argument("--retrain-epochs", type=positive_int, default=None,
                    help="epochs of the longer training, on the whole training split (default: 2x the proxy's)")
-    p.add_argument("--rank-extra", type=non_negative_int, default=3,
+    p.add_argument("--rank-extra", type=non_negative_int, default=7,
                    help="more architectures, spread over the proxy ranking, retrained with one seed for Kendall tau "
-                        "(default 3)")
+                        "(default 7: with --top 3 and the reference, 11 architectures)")
+    p.add_argument("--precondition-rounds", type=non_negative_int, default=5,
+                   help="v2s: interleaved timing rounds of the fused ablation (no, early, every stage Fused-MBConv) "
+                        "measured first on this device (default 5; 0: skip it)")
     p.add_argument("--name", help="reproduction name (default: <target>-repro)")
     p.add_argument("--runs-dir", default="runs", help="where runs live (default ./runs)")
     p.add_argument("--dataset", default="mnist5k", help="mnist5k (default), digits, cifar10:DIR, ... as for search")
@@ -54,8 +62,9 @@ def run(args: argparse.Namespace) -> None:
     if "/" in name or name in ("", ".", ".."):
         raise ConfigError(f"--name must be a plain folder name, but got {name!r}")
     request = Request(
-        target=args.target, budget=args.budget, baseline_budget=args.baseline_budget, top=args.top, seeds=args.seeds,
-        retrain_epochs=args.retrain_epochs, rank_extra=args.rank_extra, dataset=args.dataset, device=args.device,
+        target=args.target, budget=args.budget, baseline_budget=args.baseline_budget, search_seeds=args.search_seeds,
+        top=args.top, seeds=args.seeds, retrain_epochs=args.retrain_epochs, rank_extra=args.rank_extra,
+        precondition_rounds=args.precondition_rounds, dataset=args.dataset, device=args.device,
         workers=args.workers, seed=args.seed, space=args.space, epochs=args.epochs, max_train=args.max_train,
         search_args=tuple(shlex.split(args.search_args)), quiet=args.quiet,
     )

@@ -13,6 +13,7 @@ from nas.report import (
     interrupted,
 )
 from nas.reproduce.retrain import Candidate
+from nas.reproduce.significance import ALPHA, MIN_POINTS
 from nas.space import SearchSpace
 from nas.stats import (
     dominates,
@@ -75,8 +76,7 @@ def summarise_retrain(rows: Sequence[dict[str, Any]], candidates: Sequence[Candi
 
 COSTS = {"step_ms": "step time", "macs": "MACs"}
 REWARD_WORDS = {"beats": "better reward", "matches": "same reward within the spread",
-                "loses to": "worse reward", "is untested against": "one seed: no test"}
-ALPHA = 0.05  # significance level of every verdict over seeds
+                "loses to": "worse reward", "is untested against": f"fewer than {MIN_POINTS} seeds: a direction only"}
 
 
 def cost_of(r: Retrained, cost: str) -> tuple[float, float]:
@@ -90,11 +90,11 @@ def reward_pvalue(found: Retrained, ref: Retrained) -> float:
 
 
 def compare(found: Retrained, ref: Retrained, cost: str = "step_ms") -> tuple[str, str]:
-    """Verdicts on reward (a difference only where Welch's t-test over seeds finds one at
-    `ALPHA`) and on the accuracy / cost front."""
+    """Verdicts on reward (a difference only where Welch's t-test over at least `MIN_POINTS`
+    seeds a side finds one at `ALPHA`) and on the accuracy / cost front."""
     p = reward_pvalue(found, ref)
-    one_seed = min(found.seeds, ref.seeds) < 2
-    if one_seed:
+    few_seeds = min(found.seeds, ref.seeds) < MIN_POINTS
+    if few_seeds:
         on_reward = "is untested against"
     elif p < ALPHA:
         on_reward = "beats" if found.reward[0] > ref.reward[0] else "loses to"
@@ -108,8 +108,8 @@ def compare(found: Retrained, ref: Retrained, cost: str = "step_ms") -> tuple[st
         axes.append((noun, found.step_ms, ref.step_ms))
     # NaN with two seeds or more: both sides constant and equal, so no gap at all
     within = [name for name, a, b in axes if not welch_pvalue(a, found.seeds, b, ref.seeds) < ALPHA]
-    if one_seed:
-        ratio += "; one seed, so no gap is tested against the spread over seeds"
+    if few_seeds:
+        ratio += f"; fewer than {MIN_POINTS} seeds: a direction only, no gap tested against the spread over seeds"
     elif within:
         ratio += f"; the {' and '.join(within)} gap is within the spread over seeds: Welch p ≥ {ALPHA}"
     if dominates(fs, fa, rs, ra):

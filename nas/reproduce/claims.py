@@ -25,6 +25,11 @@ class Claim:
     value: Callable[[Sequence[Arch]], float]
     holds: Callable[[Sequence[Arch], float], bool]
     show: Callable[[Sequence[Arch], float], str]
+    # which speed ratio of the hardware precondition bears on it (nas.reproduce.precondition)
+    hardware: str | None = None
+    # True: a larger value shows the finding more strongly, so its p-value asks how often chance
+    # reaches the observed value; False: it only asks how often chance shows the finding at all
+    monotone: bool = True
 
 
 def _early(n: int) -> range:
@@ -74,10 +79,10 @@ def _kernel_mix_text(archs: Sequence[Arch], value: float) -> str:
 V2_CLAIMS = (
     Claim("Fused-MBConv preferred in the early stages (first half)",
           lambda a: stage_share(a, _early(_stages(a)), lambda s: s.op == "fused_mbconv"),
-          lambda a, v: v > 0.5, _share_text),
+          lambda a, v: v > 0.5, _share_text, hardware="early"),
     Claim("MBConv with SE preferred in the later stages (second half)",
           lambda a: stage_share(a, _late(_stages(a)), lambda s: s.op == "mbconv" and s.se > 0),
-          lambda a, v: v > 0.5, _share_text),
+          lambda a, v: v > 0.5, _share_text, hardware="late"),
     Claim("smaller expansion ratios in the early stages", _expansion_gap, lambda a, v: v > 0, _expansion_text),
     Claim("3×3 kernels favoured (share of all stages)",
           lambda a: stage_share(a, range(_stages(a)), lambda s: s.kernel == 3), lambda a, v: v > 0.5, _share_text),
@@ -85,7 +90,7 @@ V2_CLAIMS = (
 B0_CLAIMS = (
     Claim("a mix of 3×3 and 5×5 kernels across stages",
           lambda a: stage_share(a, range(_stages(a)), lambda s: s.kernel == 5),
-          lambda a, v: {3, 5} <= set(_kernel_majorities(a)), _kernel_mix_text),
+          lambda a, v: {3, 5} <= set(_kernel_majorities(a)), _kernel_mix_text, monotone=False),
     Claim("expansion 6 in the middle stages (all but first and last)",
           lambda a: stage_share(a, _middle(_stages(a)), lambda s: s.expansion == 6),
           lambda a, v: v > 0.5, _share_text),

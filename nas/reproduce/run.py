@@ -1,42 +1,100 @@
-"""Running a reproduction: the search, the random baseline, retraining, the report."""
+"""Running a reproduction: the hardware precondition, the searches and random baselines (one
+pair per search seed), retraining, the report."""
 
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 from nas.errors import ConfigError
 from nas.reproduce.claims import TARGETS
+from nas.reproduce.precondition import (
+    PRECONDITION_FILE,
+    Precondition,
+    load_precondition,
+    measure_precondition,
+    save_precondition,
+)
 from nas.reproduce.report import write_reproduction_report
 from nas.reproduce.request import Request, record_request, say
 from nas.reproduce.retrain import retrain
+from nas.space import SearchSpace
 
 
 # -- running it ------------------------------------------------------------------------------
 def run_reproduction(request: Request, runs_dir: str | Path, name: str) -> Path:
-    """Search, baseline, retraining and report; each part resumes from what is on disk."""
+    """Precondition, searches and baselines per seed, retraining and report; each part resumes
+    from what is on disk."""
     if request.target not in TARGETS:
         raise ConfigError(f"target must be one of {sorted(TARGETS)}, but got {request.target!r}")
     folder = Path(runs_dir) / name
     record_request(folder, request, runs_dir)
+    runs = request.search_runs()
     say(request, f"nas: reproduction {name} in {folder}: {request.target} ({request.space_name} space), "
-                  f"search budget {request.budget}, random baseline {request.baseline}")
-    run_search(folder, "search", request, request.budget)
-    if request.baseline > 0:
-        _share_reference(folder / "search", folder / "random")
-        run_search(folder, "random", request, request.baseline, sampler="random")
+                  f"search budget {request.budget}, random baseline {request.baseline}, "
+                  f"{len(runs)} search seed{'s' if len(runs) != 1 else ''}")
+    if request.precondition_rounds > 0 and any(c.hardware for c in TARGETS[request.target].claims):
+        run_precondition(folder, request)
+    main = folder / runs[0].tpe
+    # seed by seed, so an interrupted reproduction leaves whole TPE / random pairs behind it
+    for index, pair in enumerate(runs, 1):
+        say(request, f"nas: search seed {pair.seed} ({index} of {len(runs)})")
+        if pair.tpe != runs[0].tpe:
+            _share_reference(main, folder / pair.tpe)
+        run_search(folder, pair.tpe, request, request.budget, seed=pair.seed)
+        if request.baseline > 0:
+            _share_reference(main, folder / pair.random)
+            run_search(folder, pair.random, request, request.baseline, sampler="random", seed=pair.seed)
     retrain(folder, request)
     return write_reproduction_report(folder)
 
 
-def run_search(folder: Path, sub: str, request: Request, budget: int, sampler: str | None = None) -> None:
+def run_precondition(folder: Path, request: Request) -> Precondition:
+    """The fused ablation on this device (nas.reproduce.precondition), measured once per
+    hardware: a finished measurement on the same fingerprint is reused."""
+    from nas.data import load_dataset
+    from nas.device import resolve_device, set_threads
+    from nas.hardware import fingerprint
+
+    device = resolve_device(request.device)
+    set_threads(request.workers)  # the threads each search worker measures with
+    saved = load_precondition(folder)
+    hardware = fingerprint(device).to_dict()
+    if saved is not None and saved.hardware == hardware and saved.rounds >= request.precondition_rounds:
+        say(request, f"nas: hardware precondition: reusing {folder / PRECONDITION_FILE}")
+        return saved
+    space = SearchSpace.load(request.space_name)
+    data = load_dataset(request.dataset, resolution=space.proxy.resolution, seed=request.seed)
+    shape = space.measure.timing_shape(device.type, space.resolution, data.num_classes)
+    say(request, f"nas: hardware precondition: {space.reference.name or 'reference'} with no, the first half "
+                  f"of, or every stage fused; whole network at {shape.describe()}, {request.precondition_rounds} "
+                  f"interleaved rounds")
+
+    def progress(done: int, step_ms: dict[str, float]) -> None:
+        times = "  ".join(f"{k} {v:.1f} ms" for k, v in step_ms.items())
+        say(request, f"[precondition {done}/{request.precondition_rounds}] {times}")
+
+    found = measure_precondition(space.reference, shape, device, space.measure.repeats(), space.resolution,
+                                 rounds=request.precondition_rounds, on_round=progress)
+    if saved is not None and saved.hardware != hardware:
+        found = replace(found, notes=[*found.notes, "re-measured: the earlier measurement was on other hardware"])
+    save_precondition(folder, found)
+    early, whole = found.ratio("early", "none"), found.ratio("all", "none")
+    say(request, f"nas: hardware precondition: fused early ÷ none {early.text()}; all ÷ none {whole.text()}")
+    return found
+
+
+def run_search(folder: Path, sub: str, request: Request, budget: int, sampler: str | None = None,
+               seed: int | None = None) -> None:
     """`nas search` into folder/sub, resuming it if it exists (the search command builds the settings)."""
     from nas.cli import build_parser
     from nas.commands import command_module
 
     target = TARGETS[request.target]
     argv = ["search", "--space", request.space_name, "--budget", str(budget), "--runs-dir", str(folder),
-            "--name", sub, "--dataset", request.dataset, "--objective", target.objective, "--seed", str(request.seed),
+            "--name", sub, "--dataset", request.dataset, "--objective", target.objective,
+            "--seed", str(request.seed if seed is None else seed),
             "--device", request.device, "--workers", str(request.workers)]
     if sampler:
         argv += ["--sampler", sampler]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,8 +24,19 @@ from nas.reproduce.analysis import (
     uniform_sample,
 )
 from nas.reproduce.claims import B0_CLAIMS, V2_CLAIMS
-from nas.reproduce.report import luck, tau_text
+from nas.reproduce.precondition import (
+    PRECONDITION_FILE,
+    Expectation,
+    Precondition,
+    expectation,
+    fused_variants,
+    load_precondition,
+    ratio,
+)
+from nas.reproduce.report import tau_text
+from nas.reproduce.request import seed_runs
 from nas.reproduce.retrain import RETRAIN_FILE, Candidate, pick_candidates, read_retrain
+from nas.reproduce.significance import ALPHA, finding_pvalue, judge_finding, paired_test
 from nas.resources import load_arch
 from nas.runs import RunDir
 from nas.settings import settings_from_run
@@ -33,8 +45,9 @@ from nas.stats import kendall_tau
 from tests.test_report import assert_links_resolve, assert_plots, tables
 
 TINY = ["reproduce", "v2s", "--space", "tiny", "--dataset", "digits", "--budget", "3", "--baseline-budget", "2",
-        "--top", "1", "--seeds", "2", "--retrain-epochs", "1", "--rank-extra", "1", "--max-train", "300",
-        "--epochs", "1", "--search-args", "--pruner none", "--quiet"]
+        "--search-seeds", "2", "--top", "1", "--seeds", "2", "--retrain-epochs", "1", "--rank-extra", "1",
+        "--precondition-rounds", "3", "--max-train", "300", "--epochs", "1", "--search-args", "--pruner none",
+        "--quiet"]
 
 
 def tiny_arch(*stages: tuple[str, int, float, float]) -> Arch:
@@ -71,11 +84,107 @@ def test_uniform_sample_gives_chance_rates() -> None:
     assert V2_CLAIMS[0].value(archs) == pytest.approx(0.5, abs=0.04)  # two operators
     assert V2_CLAIMS[1].value(archs) == pytest.approx(0.25, abs=0.04)  # MBConv and SE
     assert abs(V2_CLAIMS[2].value(archs)) < 0.2  # the same expansions everywhere
-    # how often k random architectures show a finding: a majority of Fused early is a coin flip
-    assert 0.25 < luck(V2_CLAIMS[0], archs, k=6) < 0.75
-    assert luck(V2_CLAIMS[1], archs, k=30) < 0.05  # a majority of MBConv+SE (chance 25%) is rare
-    always = replace(V2_CLAIMS[0], holds=lambda a, v: True)
-    assert luck(always, archs, k=3, draws=20) == 1.0
+    # how often k random architectures show a finding at least as strongly
+    six_fused_early = [replace(a, stages=tuple(replace(st, op="fused_mbconv") if i < 3 else st
+                                               for i, st in enumerate(a.stages))) for a in archs[:6]]
+    assert finding_pvalue(V2_CLAIMS[0], archs, six_fused_early) < 0.01  # all 18 early picks fused: 2^-18 by chance
+    barely = [replace(a, stages=tuple(replace(st, op="fused_mbconv" if (i + j) % 3 else "mbconv") if i < 3 else st
+                                      for i, st in enumerate(a.stages))) for j, a in enumerate(archs[:6])]
+    assert V2_CLAIMS[0].value(barely) == pytest.approx(2 / 3)
+    assert 0.05 < finding_pvalue(V2_CLAIMS[0], archs, barely) < 0.5  # a 2/3 majority of 18 coin flips is common
+    assert finding_pvalue(V2_CLAIMS[1], archs, archs[:30]) > 0.05  # uniform draws show nothing beyond chance
+    never = replace(V2_CLAIMS[0], holds=lambda a, v: False, monotone=False)
+    assert finding_pvalue(never, archs, archs[:3], draws=20) == 1 / 21
+    always = replace(V2_CLAIMS[0], holds=lambda a, v: True, monotone=False)
+    assert finding_pvalue(always, archs, archs[:3], draws=20) == 1.0
+
+
+# -- verdicts: a finding is reproduced only with p below the threshold -------------------------
+EXPECTED = Expectation(True, "expected on this device (fused early is 1.30× as fast here)")
+NOT_EXPECTED = Expectation(False, "not expected on this device (fused early is 0.90× here, slower)")
+UNRELATED = Expectation(None, "not a speed finding: this ablation does not bear on it")
+
+
+@pytest.mark.parametrize("hardware", [EXPECTED, NOT_EXPECTED, UNRELATED])
+@pytest.mark.parametrize("pvalue", [0.0, 0.001, 0.049, 0.05, 0.3, 1.0, math.nan])
+@pytest.mark.parametrize("points", [1, 2, 3, 30])
+@pytest.mark.parametrize("found", [True, False])
+def test_a_finding_is_reproduced_only_below_the_threshold(found: bool, points: int, pvalue: float,
+                                                          hardware: Expectation) -> None:
+    verdict = judge_finding(found, pvalue, points, hardware)
+    assert (verdict == "reproduced") == (found and pvalue < ALPHA and points >= 3 and hardware is not NOT_EXPECTED)
+
+
+def test_finding_verdicts_name_the_reason() -> None:
+    assert judge_finding(True, 0.3, 12, EXPECTED) == "not beyond chance (p = 0.3 ≥ 0.05)"
+    assert judge_finding(True, 0.01, 2, EXPECTED) == "a direction only (2 architectures)"
+    assert judge_finding(False, 0.9, 12, EXPECTED) == "expected but not found"
+    assert judge_finding(False, 0.9, 12, UNRELATED) == "not found"
+    # a device that does not run the design faster: its own verdict, found or not
+    assert judge_finding(False, 0.9, 12, NOT_EXPECTED) == NOT_EXPECTED.text
+    assert judge_finding(True, 0.01, 12, NOT_EXPECTED) == f"found although {NOT_EXPECTED.text}"
+    assert judge_finding(True, 0.2, 12, NOT_EXPECTED).endswith(NOT_EXPECTED.text)
+
+
+def test_paired_test_of_tpe_vs_random() -> None:
+    better = paired_test([0.95, 0.96, 0.94, 0.97], [0.90, 0.92, 0.91, 0.91])
+    assert better.mean_difference == pytest.approx(0.045) and better.low > 0 and better.pvalue < ALPHA
+    assert better.verdict() == "better"
+    assert better.wilcoxon_pvalue == pytest.approx(0.125)  # 4 pairs: the smallest two-sided p there is
+    mixed = paired_test([0.95, 0.90, 0.93], [0.90, 0.93, 0.92])
+    assert mixed.low < 0 < mixed.high and mixed.verdict().startswith("no difference beyond the spread (p = ")
+    two = paired_test([0.99, 0.98], [0.5, 0.4])  # however large the gap, 2 seeds are a direction
+    assert math.isnan(two.pvalue) and two.verdict() == "a direction only (2 seeds)"
+    same = paired_test([0.9, 0.9, 0.9], [0.8, 0.8, 0.8])  # no spread to test against: never a pass
+    assert math.isnan(same.pvalue) and same.verdict() != "better"
+    with pytest.raises(ValueError, match="must pair up"):
+        paired_test([1.0], [1.0, 2.0])
+
+
+# -- the hardware precondition -----------------------------------------------------------------
+def test_fused_variants_switch_only_the_operators() -> None:
+    v2s = load_arch("efficientnetv2-s")
+    variants = fused_variants(v2s)
+    assert [[s.op for s in variants[k].stages] for k in ("none", "early", "all")] == [
+        ["mbconv"] * 6, ["fused_mbconv"] * 3 + ["mbconv"] * 3, ["fused_mbconv"] * 6]
+    assert variants["early"] == v2s  # V2-S itself fuses stages 1-3
+    for arch in variants.values():
+        assert [(s.kernel, s.expansion, s.se, s.channels, s.layers, s.stride) for s in arch.stages] == [
+            (s.kernel, s.expansion, s.se, s.channels, s.layers, s.stride) for s in v2s.stages]
+
+
+def precondition(none: list[float], early: list[float], every: list[float]) -> Precondition:
+    return Precondition(shape="batch 8", batch=8, hardware={}, reference="r", archs={},
+                        step_ms={"none": none, "early": early, "all": every}, params={}, macs={})
+
+
+def test_throughput_ratios_and_what_they_lead_to_expect() -> None:
+    # fused early ~1.39x as fast in every round (the paper's 155 -> 216 img/s), fusing all slower again
+    faster = precondition([100.0, 104.0, 98.0, 101.0, 99.0], [72.0, 74.0, 71.0, 73.0, 72.0],
+                          [130.0, 128.0, 133.0, 131.0, 129.0])
+    r = faster.ratio("early", "none")
+    assert r.value == pytest.approx(1.39, abs=0.02) and r.low > 1 and r.pvalue < ALPHA and r.faster()
+    assert faster.img_s("early") == pytest.approx(8000 / 72)
+    assert expectation(faster, "early").expected is True
+    assert expectation(faster, "late").expected is True  # MBConv later: early-fused beats all-fused
+    assert expectation(faster, None).expected is None
+    # fused early 0.9x as fast: not expected here, said with the ratio
+    slower = precondition([100.0, 101.0, 99.0], [111.0, 112.0, 110.0], [150.0, 149.0, 151.0])
+    hardware = expectation(slower, "early")
+    assert hardware.expected is False and hardware.text.startswith("not expected on this device (fused early is 0.90×")
+    # a gap inside the spread is no reason to expect the design either
+    noisy = precondition([100.0, 60.0, 140.0], [90.0, 80.0, 100.0], [100.0, 100.0, 100.0])
+    assert noisy.ratio("early", "none").faster() is None
+    assert expectation(noisy, "early").expected is False
+    # two rounds: a direction only, no expectation either way
+    two = ratio("early", "none", {"early": [50.0, 50.0], "none": [100.0, 100.0]})
+    assert two.faster() is None and "a direction only" in two.text()
+    assert expectation(None, "early").expected is None
+
+
+def test_seed_runs_keep_the_first_seeds_plain_names() -> None:
+    assert [(r.seed, r.tpe, r.random) for r in seed_runs(4, 3)] == [
+        (4, "search", "random"), (5, "search-seed5", "random-seed5"), (6, "search-seed6", "random-seed6")]
 
 
 # -- candidates and verdicts -----------------------------------------------------------------
@@ -128,15 +237,16 @@ def test_compare_verdicts() -> None:
 
 def test_compare_needs_a_significant_difference() -> None:
     ref = retrained((0.90, 0.01), (100.0, 5.0), (0.90, 0.01))
-    # a reward gap of twice the combined std, over 2 seeds each: Welch p = 0.095, not a win
-    ahead = retrained((0.92, 0.01), (90.0, 5.0), (0.93, 0.01), seeds=2)
-    assert compare(ahead, replace(ref, seeds=2))[0] == "matches"
+    # a reward gap of 0.03 with stds 0.02 and 0.01 over 3 seeds each: Welch p ≈ 0.1, not a win
+    ahead = retrained((0.92, 0.01), (90.0, 5.0), (0.93, 0.02), seeds=3)
+    assert compare(ahead, ref)[0] == "matches"
     assert compare(replace(ahead, seeds=20), replace(ref, seeds=20))[0] == "beats"  # same means, 20 seeds
-    # one seed has no spread: no verdict either way, however large the gap
-    one = retrained((0.99, 0.0), (50.0, 0.0), (0.99, 0.0), seeds=1)
-    on_reward, front = compare(one, ref)
-    assert on_reward == "is untested against" and on_reward in REWARD_WORDS
-    assert front.endswith("; one seed, so no gap is tested against the spread over seeds)")
+    # fewer than 3 seeds: a direction only, however large the gap
+    for seeds in (1, 2):
+        one = retrained((0.99, 0.001), (50.0, 0.1), (0.99, 0.001), seeds=seeds)
+        on_reward, front = compare(one, ref)
+        assert on_reward == "is untested against" and REWARD_WORDS[on_reward] == "fewer than 3 seeds: a direction only"
+        assert front.endswith("; fewer than 3 seeds: a direction only, no gap tested against the spread over seeds)")
 
 
 def test_summarise_retrain_means_over_seeds() -> None:
@@ -166,6 +276,18 @@ def test_best_after_n_trials() -> None:
 
 
 # -- end to end ------------------------------------------------------------------------------
+@pytest.fixture(scope="module", autouse=True)
+def own_device_gate(tmp_path_factory: pytest.TempPathFactory):
+    """This module's timings take a device gate of their own (nas.device_gate keeps it in the temp
+    folder): another process on the machine holding the shared gate, such as a test that freezes
+    a trainer on purpose, must not hold them up."""
+    folder = tmp_path_factory.mktemp("gate")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tempfile, "tempdir", str(folder))
+        patch.setenv("TMPDIR", str(folder))
+        yield
+
+
 @pytest.fixture(scope="module")
 def reproduction(tmp_path_factory: pytest.TempPathFactory) -> Path:
     runs = tmp_path_factory.mktemp("runs")
@@ -175,10 +297,14 @@ def reproduction(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.slow
 def test_tiny_reproduction_writes_the_study(reproduction: Path) -> None:
-    for name in ("reproduce.yaml", RETRAIN_FILE, "report.md", "search/report.md", "random/report.md"):
+    for name in ("reproduce.yaml", RETRAIN_FILE, PRECONDITION_FILE, "report.md", "search/report.md",
+                 "random/report.md", "search-seed1/report.md", "random-seed1/report.md"):
         assert (reproduction / name).is_file(), name
-    assert len(RunDir(reproduction / "search").read_results()) == 3
-    assert len(RunDir(reproduction / "random").read_results()) == 2
+    for sub, trials in (("search", 3), ("random", 2), ("search-seed1", 3), ("random-seed1", 2)):
+        assert len(RunDir(reproduction / sub).read_results()) == trials, sub
+    assert RunDir(reproduction / "search-seed1").config()["seed"] == 1
+    precondition = load_precondition(reproduction)
+    assert precondition.rounds == 3 and set(precondition.step_ms) == {"none", "early", "all"}
     retrain = read_retrain(reproduction)
     # 1 found and the reference with 2 seeds each, 1 more architecture with one seed
     assert sorted((r["role"], r["seed"]) for r in retrain) == [
@@ -187,10 +313,15 @@ def test_tiny_reproduction_writes_the_study(reproduction: Path) -> None:
     report = reproduction / "report.md"
     text = report.read_text()
     # the command that made it, rebuilt from the request (pytest's own argv is not it)
-    assert "Made with `nas reproduce v2s --budget 3 --baseline-budget 2 --top 1 --seeds 2 --retrain-epochs 1 " in text
-    for heading in ("## Answers", "## Found vs reference after longer training", "## Do the paper's design findings",
-                    "## TPE vs random search", "## How well did the proxy rank"):
+    assert ("Made with `nas reproduce v2s --budget 3 --baseline-budget 2 --search-seeds 2 --top 1 --seeds 2 "
+            "--retrain-epochs 1 --rank-extra 1 --precondition-rounds 3 ") in text
+    for heading in ("## Answers", "## Hardware precondition", "## Found vs reference after longer training",
+                    "## Do the paper's design findings", "## TPE vs random search", "## How well did the proxy rank"):
         assert heading in text, heading
+    # TPE vs random over 2 seeds, best found vs reference over 2 seeds: directions, never verdicts
+    assert "paired by seed over 2 seeds" in text and "**a direction only (2 seeds)**" in text
+    assert re.search(r"reference on reward \([^)]*, Welch p = ([\d.e-]+|–)\)", text)
+    assert "fewer than 3 seeds: a direction only" in text
     # tau is the one of the recorded accuracies: each retrained architecture's proxy accuracy
     # (its search trial) against its first seed's; "–" only where those really tie
     proxy = {r["number"]: r["accuracy"] for r in RunDir(reproduction / "search").read_results()}
@@ -207,10 +338,24 @@ def test_tiny_reproduction_writes_the_study(reproduction: Path) -> None:
     assert_plots(reproduction, ["retrained.png", "search_vs_random.png", "proxy_vs_retrained.png"])
     assert_links_resolve(report)
     parsed = tables(text)
+    ablation = next(t for t in parsed if t[0][0] == "variant")
+    assert [r[0] for r in ablation[1:]] == ["no stage fused", "first half fused", "every stage fused"]
+    ratios = next(t for t in parsed if t[0][0] == "ratio")
+    assert all(re.match(r"\d+\.\d\d×, 95% CI .*, p = ", r[1]) for r in ratios[1:])  # 3 rounds: an interval
     findings = next(t for t in parsed if t[0][0] == "finding")
+    assert findings[0][-3:] == ["p", "hardware", "verdict"]
     assert len(findings) - 1 == len(V2_CLAIMS)
-    assert all(r[-1] in ("yes", "no", "only as often as by luck") for r in findings[1:])
-    assert all(r[-2].endswith("%") for r in findings[1:])  # how often random top-k sets show it
+    for row, claim in zip(findings[1:], V2_CLAIMS, strict=True):
+        p, hardware, verdict = row[-3:]
+        assert 0.0 < float(p) <= 1.0
+        if verdict == "reproduced":  # never with a p-value at or above the threshold
+            assert float(p) < ALPHA
+        if claim.hardware is None:
+            assert hardware == "not a speed finding: this ablation does not bear on it"
+        else:  # the device's verdict from the measured ablation
+            assert hardware.startswith(("expected on this device", "not expected on this device", "hardware: "))
+            if hardware.startswith("not expected") and verdict != "reproduced":
+                assert hardware in verdict or verdict.startswith("not beyond chance")
     results = next(t for t in parsed if t[0][0] == "role")
     assert [r[0] for r in results[1:]] == ["found", "reference", "rank"]
     # mean ± std over the seeds; the rank-only architecture has one seed and no spread to show
@@ -219,8 +364,9 @@ def test_tiny_reproduction_writes_the_study(reproduction: Path) -> None:
 
 @pytest.mark.slow
 def test_running_it_again_reuses_every_part(reproduction: Path) -> None:
-    before = {p: p.read_bytes() for p in (reproduction / RETRAIN_FILE, reproduction / "search" / "results.csv",
-                                          reproduction / "random" / "results.csv")}
+    before = {p: p.read_bytes() for p in (reproduction / RETRAIN_FILE, reproduction / PRECONDITION_FILE,
+                                          *(reproduction / sub / "results.csv" for sub in (
+                                              "search", "random", "search-seed1", "random-seed1")))}
     assert main([*TINY, "--runs-dir", str(reproduction.parent), "--name", "tiny-repro"]) == 0
     for path, data in before.items():
         assert path.read_bytes() == data, path

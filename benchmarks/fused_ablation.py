@@ -1,0 +1,97 @@
+"""EfficientNetV2's Table 3 on this device: training throughput with no stage, the first half
+(stages 1-3) or every stage Fused-MBConv.
+
+The paper (EfficientNet-B4 on a V100): 155 img/s with no stage fused, 216 img/s with stages 1-3
+fused (1.39x), slower again with every stage fused. The V2 design findings a step-time search
+can be expected to reproduce depend on whether this device behaves alike; `nas reproduce v2s`
+measures the same ablation first (nas.reproduce.precondition) and this script runs it alone.
+
+Each variant is the whole full-size network, timed by `nas.measure` at the timing shape the
+search uses on this device (the space's `measure`; CPU default batch 8 at 128 px), in
+interleaved rounds. Prints the table, the ratios with 95% intervals and what each finding can
+be expected to show here.
+
+    python benchmarks/fused_ablation.py [--layout v2s|b4] [--rounds 5] [--device auto] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from nas.device import resolve_device, set_threads
+from nas.hardware import fingerprint
+from nas.reproduce.claims import V2_CLAIMS
+from nas.reproduce.precondition import (
+    PAPER_IMG_S,
+    VARIANT_WORDS,
+    VARIANTS,
+    expectation,
+    fused_variants,
+    measure_precondition,
+)
+from nas.resources import load_arch
+from nas.scale import preset
+from nas.space import SearchSpace
+
+LAYOUTS = ("v2s", "b4")
+
+
+def reference_for(layout: str, space: SearchSpace):
+    """V2-S (the v2 space's reference) or EfficientNet-B4 (B0 with the published B4 scaling, as in Table 3)."""
+    return space.reference if layout == "v2s" else preset(load_arch("efficientnet-b0"), "b4")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--layout", choices=LAYOUTS, default="v2s",
+                        help="v2s: the v2 space's reference; b4: EfficientNet-B4 as in the paper (default v2s)")
+    parser.add_argument("--space", default="v2", help="space whose timing shape and repeats are used (default v2)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (default 5)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="search workers to match: torch threads = cores / workers (default 1)")
+    parser.add_argument("--classes", type=int, default=10, help="classifier size of the timing shape (default 10)")
+    parser.add_argument("--json", help="also write the measurements to this file")
+    args = parser.parse_args()
+    if args.rounds < 1:
+        sys.exit(f"--rounds must be >= 1, but got {args.rounds}")
+    device = resolve_device(args.device)
+    set_threads(args.workers)
+    space = SearchSpace.load(args.space)
+    reference = reference_for(args.layout, space)
+    shape = space.measure.timing_shape(device.type, space.resolution, args.classes)
+    hardware = fingerprint(device)
+    print(f"# fused ablation: {reference.name} on {hardware.key()}, whole network at {shape.describe()}, "
+          f"{args.rounds} interleaved rounds", flush=True)
+    for key, arch in fused_variants(reference).items():
+        print(f"#   {key:<5} {arch.to_string()}")
+
+    def progress(done: int, step_ms: dict[str, float]) -> None:
+        print(f"# round {done}/{args.rounds}: " + "  ".join(f"{k} {v:.1f} ms" for k, v in step_ms.items()),
+              flush=True)
+
+    found = measure_precondition(reference, shape, device, space.measure.repeats(), reference.resolution,
+                                 rounds=args.rounds, on_round=progress)
+    print(f"\n{'variant':<20} {'step ms':>9} {'IQR ms':>15} {'img/s':>8} {'params':>12} {'MACs':>15} "
+          f"{'paper img/s':>12}")
+    for v in VARIANTS:
+        q1, q3 = found.iqr_ms(v)
+        paper = f"{PAPER_IMG_S[v]:.0f}" if v in PAPER_IMG_S else "slower"
+        print(f"{VARIANT_WORDS[v]:<20} {found.median_ms(v):>9.1f} {f'{q1:.1f}-{q3:.1f}':>15} {found.img_s(v):>8.1f} "
+              f"{found.params[v]:>12,} {found.macs[v]:>15,} {paper:>12}")
+    print()
+    for a, b in (("early", "none"), ("all", "none"), ("early", "all")):
+        print(f"throughput {a} / {b}: {found.ratio(a, b).text()}")
+    print(f"(paper, B4 on a V100: early / none = {PAPER_IMG_S['early'] / PAPER_IMG_S['none']:.2f}x)\n")
+    for claim in V2_CLAIMS:
+        print(f"{claim.text}: {expectation(found, claim.hardware).text}")
+    print(f"\nmeasured in {found.seconds:.0f} s")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(found.to_dict(), handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()
