@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from types import ModuleType
 from typing import NoReturn
@@ -13,6 +15,28 @@ from typing import NoReturn
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def _private_temp_folder() -> str:
+    """A temp folder of this test session's own, for this process and every `nas` it starts.
+
+    nas keeps host-wide lock files in the temp folder (the device gate that orders step-time
+    measurements): a search of another test session on the same machine, or a worker another
+    test froze with SIGSTOP, must not stall or time this session's searches. pytest's own
+    tmp_path folders stay where they were (PYTEST_DEBUG_TEMPROOT)."""
+    real = tempfile.gettempdir()
+    os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", real)
+    private = tempfile.mkdtemp(prefix="nas-t", dir=real)  # short: Ray puts socket paths under it
+    os.environ["TMPDIR"] = private  # inherited by every child process
+    tempfile.tempdir = private
+    return private
+
+
+SESSION_TEMP = _private_temp_folder()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    shutil.rmtree(SESSION_TEMP, ignore_errors=True)
 
 
 def in_ci() -> bool:

@@ -3,6 +3,8 @@ has a timeout."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.conftest import REPO
@@ -43,3 +45,14 @@ def test_every_test_has_a_default_timeout(pytestconfig: pytest.Config) -> None:
     # pytest-timeout reads `timeout` from the pytest options in pyproject.toml
     assert pytestconfig.pluginmanager.hasplugin("timeout")
     assert float(pytestconfig.getini("timeout")) >= 300
+
+
+def test_searches_of_this_session_use_a_device_gate_of_their_own() -> None:
+    # another session's searches (or a worker some test froze) cannot stall this one's
+    import torch
+
+    from nas.device_gate import lock_path
+    from tests.conftest import SESSION_TEMP, nas_env
+
+    assert lock_path(torch.device("cpu")).parent == Path(SESSION_TEMP)
+    assert nas_env()["TMPDIR"] == SESSION_TEMP
