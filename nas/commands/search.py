@@ -137,15 +137,9 @@ def run(args: argparse.Namespace) -> None:
         ray_backend = _ray_backend()
         if args.workers != 1:
             raise ConfigError("--workers is for the optuna backend; with --backend ray use --max-concurrent")
-        budget = args.budget or saved.get("budget") or 200
-        if saved and saved.get("budget") != budget:
-            raise ConfigError(f"run {run.name!r} has a budget of {saved.get('budget')} trials and a Ray Tune "
-                              f"experiment cannot change its number of trials; resume with --budget "
-                              f"{saved.get('budget')}")
         ray_options = _ray_options(args, saved, ray_backend)
         ray_options.check()
-    else:
-        budget = args.budget or 200
+    budget = args.budget or saved.get("budget") or 200  # a resumed run keeps its budget unless told
     text, settings = _space_text_and_settings(args, run)
     # check data and device before anything is written (loaded data stay cached for the search)
     from nas.data import load_dataset

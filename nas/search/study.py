@@ -28,10 +28,10 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.errors import RunError
+from nas.file_lock import FileLock, file_lock
 from nas.objective import Objective, Reference
 from nas.runs import RunDir
 from nas.search.base import failure_reason, make_row, write_rows
-from nas.search.journal_lock import FlockJournalLock
 from nas.search.liveness import Heartbeat, Timing, stale_trials, uses_optuna_heartbeat
 from nas.settings import SearchSettings
 
@@ -50,7 +50,9 @@ def open_storage(run: RunDir, url: str | None = None, timing: Timing | None = No
         return optuna.storages.RDBStorage(url, heartbeat_interval=timing.interval, grace_period=timing.grace,
                                           heartbeat_stale_trial_callback=_requeue_stale)
     journal = str(run.journal_path.resolve())
-    return JournalStorage(JournalFileBackend(journal, lock_obj=FlockJournalLock(journal)))
+    # a flock, which the kernel drops when its holder dies (Optuna's default symlink lock can be
+    # left behind by a SIGKILL and then stalls every later process)
+    return JournalStorage(JournalFileBackend(journal, lock_obj=FileLock(journal + ".flock")))
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -71,14 +73,8 @@ def make_pruner(settings: SearchSettings, objective: Objective) -> optuna.pruner
 @contextmanager
 def run_lock(run: RunDir) -> Iterator[None]:
     """The run's lock across processes of this machine (claims, the reference, the tables)."""
-    import fcntl
-
-    with run.writable(), open(run.path / ".claim.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with run.writable(), file_lock(run.path / ".claim.lock"):
+        yield
 
 
 class RunStudy:

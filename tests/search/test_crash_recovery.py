@@ -19,6 +19,13 @@ from tests.conftest import run_nas, start_nas
 from tests.search.test_optuna_backend import FAST, load_trials, read_rows
 
 
+@pytest.fixture(autouse=True)
+def short_heartbeat(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed workers' trials go stale in seconds (the `nas` children inherit the environment)."""
+    monkeypatch.setenv("NAS_HEARTBEAT_INTERVAL", "1")
+    monkeypatch.setenv("NAS_HEARTBEAT_GRACE", "6")
+
+
 def finished_rows(rows: list[dict]) -> list[dict]:
     return [r for r in rows if not (r["state"] == "FAIL" and r["reason"].startswith("interrupted"))]
 

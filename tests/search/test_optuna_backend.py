@@ -21,6 +21,13 @@ from tests.conftest import run_nas, start_nas
 FAST = ["--space", "tiny", "--max-train", "600", "--epochs", "1", "--quiet"]
 
 
+@pytest.fixture(autouse=True)
+def short_heartbeat(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed workers' trials go stale in seconds (the `nas` children inherit the environment)."""
+    monkeypatch.setenv("NAS_HEARTBEAT_INTERVAL", "1")
+    monkeypatch.setenv("NAS_HEARTBEAT_GRACE", "6")
+
+
 def read_rows(run: Path) -> list[dict]:
     with (run / "results.csv").open() as handle:
         return list(csv.DictReader(handle))
@@ -124,7 +131,7 @@ def test_two_workers_share_one_budget(workdir: Path, monkeypatch) -> None:
     assert main(["search", *FAST, "--budget", "5", "--name", "w2", "--workers", "2"]) == 0
     trials = load_trials(workdir / "runs" / "w2")
     assert count_finished(trials) == 5 and len(trials) == 5
-    owners = {t.user_attrs["owner"] for t in trials}
+    owners = {t.user_attrs["worker"] for t in trials}
     assert len(owners) == 2, "both processes should have run trials"
 
 

@@ -31,6 +31,8 @@ needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="
 def env_1thread() -> dict[str, str]:
     env = nas_env()
     env["OMP_NUM_THREADS"] = "1"
+    # a killed driver's trials are failed as interrupted once they stop beating for 4 s
+    env.update(NAS_HEARTBEAT_INTERVAL="1", NAS_HEARTBEAT_GRACE="4")
     return env
 
 
@@ -58,7 +60,7 @@ def start_nas(cluster: LoopbackCluster, *args: str, cwd: Path) -> subprocess.Pop
 
 def rows(run: Path) -> list[dict]:
     if not (run / "results.csv").is_file():
-        return []
+        return []  # (written atomically: a file that exists is whole)
     with (run / "results.csv").open() as handle:
         return list(csv.DictReader(handle))
 
@@ -76,6 +78,19 @@ def wait_for_rows(run: Path, count: int, proc: subprocess.Popen, timeout: float 
             raise AssertionError(f"driver exited early with {proc.returncode}: {tail(run.parent.parent)}")
         time.sleep(0.2)
     raise AssertionError(f"fewer than {count} trials finished in {timeout} s")
+
+
+def finished(table: list[dict]) -> list[dict]:
+    return [r for r in table if not r["reason"].startswith("interrupted")]
+
+
+def study_trials(run: Path) -> list:
+    import optuna
+
+    from nas.runs import RunDir
+    from nas.search.study import STUDY_NAME, open_storage
+
+    return optuna.load_study(study_name=STUDY_NAME, storage=open_storage(RunDir(run))).trials
 
 
 def tail(cwd: Path) -> str:
@@ -144,21 +159,16 @@ def test_driver_killed_then_resume_loses_and_repeats_nothing(cluster: LoopbackCl
     done = nas(cluster, "search", "--name", "res", "--resume", "--quiet", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     after = records(run)
-    assert sorted(after) == list(range(budget))
     for number, record in before.items():  # nothing finished was lost, re-run or rewritten
         assert after[number] == record
-    assert len(rows(run)) == budget
+    assert len(finished(rows(run))) == budget
     assert "resumed:" in (run / "config.yaml").read_text()
-    # Tune's own view: exactly `budget` trials, and none that had finished trained again (a trial
-    # Tune re-ran after the restore reported its recorded result: `replayed`)
-    from ray.tune import ExperimentAnalysis
-
-    trials = ExperimentAnalysis(str(run / "ray" / "tune")).trials
-    assert sorted(t.config["number"] for t in trials) == list(range(budget))
-    for t in trials:
-        info = t.last_result["nas"]
-        if t.config["number"] in before:
-            assert info.get("replayed") or info["started_at"] == before[t.config["number"]]["started_at"]
+    # the study's view: exactly `budget` finished trials; what the dead driver left running was
+    # failed as interrupted and asked again, and no finished trial was asked again
+    trials = study_trials(run)
+    assert sum(t.state.is_finished() and not t.user_attrs.get("interrupted") for t in trials) == budget
+    retried = {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
+    assert not retried & set(before)
 
 
 @needs_netns
@@ -176,9 +186,10 @@ def test_worker_node_dies_and_the_search_still_meets_the_budget(cluster: Loopbac
         cluster.start_worker()  # leave the cluster whole for any later test
     assert proc.returncode == 0, tail(tmp_path)
     found = records(run)
-    assert sorted(found) == list(range(budget))
+    assert len(found) == budget
     assert all(r["state"] == "COMPLETE" for r in found.values()), [r["reason"] for r in found.values()]
-    assert any(r["ray_failures"] >= 1 for r in found.values()), "the trial on the dead node should be retried"
+    assert any(r["ray_failures"] >= 1 or r["retry_of"] is not None for r in found.values()), \
+        "the trial on the dead node should be retried"
 
 
 def _checkpointed(run: Path) -> list[dict]:
@@ -211,8 +222,8 @@ def test_killed_trial_resumes_from_its_checkpoint(cluster: LoopbackCluster, tmp_
         stop(proc, sig=signal.SIGKILL)
     assert proc.returncode == 0, tail(tmp_path)
     found = records(run)
-    assert sorted(found) == list(range(budget))
-    retried = [r for r in found.values() if r["ray_failures"] >= 1]
+    assert len(found) == budget
+    retried = [r for r in found.values() if r["ray_failures"] >= 1 or r["retry_of"] is not None]
     assert retried, "the killed trial should have been retried"
     for record in retried:
         assert record["state"] == "COMPLETE" and record["epochs"] == epochs
@@ -255,9 +266,9 @@ def test_a_trial_handed_a_dead_cached_actor_is_retried(cluster: LoopbackCluster,
     assert done.returncode == 0, done.stderr[-3000:]
     victim = int(done.stdout.split("handed to trial ")[1].split()[0])
     found = records(tmp_path / "runs" / "reuse")
-    assert sorted(found) == list(range(budget))
+    assert len(found) == budget and victim not in found  # the victim was interrupted, not finished
     assert all(r["state"] == "COMPLETE" for r in found.values()), [r["reason"] for r in found.values()]
-    assert found[victim]["ray_failures"] >= 1
+    assert [r["retry_of"] for r in found.values() if r["retry_of"] is not None] == [victim]
 
 
 @needs_netns
@@ -323,31 +334,58 @@ def test_bad_ray_options_are_one_line(tmp_path: Path, option: str, value: str, m
 
 
 # -- the searcher, without Ray running ------------------------------------------------------------
-def test_searcher_tells_optuna_pruned_and_failed_not_complete() -> None:
+def test_searcher_tells_the_study_pruned_failed_and_interrupted(tmp_path: Path) -> None:
     pytest.importorskip("ray.tune")
     import optuna
 
-    from nas.search.ray_backend import NUMBER, DefineByRun, NumberedOptunaSearch
+    from nas.objective import Objective, Reference
+    from nas.runs import RunDir
+    from nas.search.progress import Progress
+    from nas.search.raytune.searcher import FailureCounter, StudySearcher
+    from nas.search.raytune.trainable import NUMBER
+    from nas.search.study import STUDY_NAME, RunStudy, count_finished, open_storage
+    from nas.settings import SearchSettings
     from nas.space import SearchSpace
 
     space = SearchSpace.load("tiny")
-    reference = space.params_for(space.reference)
-    searcher = NumberedOptunaSearch(space=DefineByRun(space), metric="score", mode="max",
-                                    points_to_evaluate=[reference])
+    settings = SearchSettings(space=space, dataset="synthetic")
+    run = RunDir(tmp_path / "run")
+    (run.path / "trials").mkdir(parents=True)
+    objective = Objective(space.objective, Reference(step_ms=1.0, params=1000, macs=1000))
+    rs = RunStudy.open(run, settings, objective, pruner=optuna.pruners.NopPruner())
+    searcher = StudySearcher(rs, space, objective, budget=4, progress=Progress(4, 0, enabled=False),
+                             failures=FailureCounter(), experiment_path=str(tmp_path / "ray"), max_failures=1)
     configs = {tid: searcher.suggest(tid) for tid in ("a", "b", "c", "d")}
     assert [c[NUMBER] for c in configs.values()] == [0, 1, 2, 3]
-    assert {k: v for k, v in configs["a"].items() if k != NUMBER} == reference  # the reference is trial 0
-    partial = {"score": 0.5, "accuracy": 0.5, "step_ms": 1.0, "training_iteration": 1, "nas": {"final": False}}
-    searcher.on_trial_result("a", partial)
-    searcher.on_trial_complete("a", partial)  # ASHA stopped it: no final result
-    final = {"score": 0.7, "accuracy": 0.7, "step_ms": 1.0, "nas": {"final": True, "state": "COMPLETE"}}
-    searcher.on_trial_complete("b", final)
-    failed = {"score": 0.0, "accuracy": 0.0, "step_ms": 0.0, "nas": {"final": True, "state": "FAIL"}}
-    searcher.on_trial_complete("c", failed)
+    assert {k: v for k, v in configs["a"].items() if k != NUMBER} == space.params_for(space.reference)
+    assert searcher.suggest("e") is None  # the budget is running: wait, one may still need a retry
+    counts = {"step_ms": 1.0, "params": 1000, "macs": 1000, "ref_step_ms": 1.0, "hardware": "cpu"}
+    partial = {"score": 0.5, "training_iteration": 1, "checkpoint_dir_name": "checkpoint_000000",
+               "nas": {"final": False, "accuracy": 0.5, "epochs": 1, **counts}}
+    from ray.tune.utils import flatten_dict  # Tune hands searchers flattened results
+
+    searcher.on_trial_result("a", flatten_dict(partial))
+    searcher.on_trial_complete("a", flatten_dict(partial))  # ASHA stopped it: no final result
+    final = {"score": 0.7, "nas": {"final": True, "outcome": {
+        "state": "COMPLETE", "attrs": {"accuracy": 0.7, "epochs": 2, **counts}, "history": []}}}
+    searcher.on_trial_complete("b", flatten_dict(final))
+    failed = {"score": 0.0, "nas": {"final": True, "outcome": {"state": "FAIL", "attrs": {"reason": "diverged"}}}}
+    searcher.on_trial_complete("c", flatten_dict(failed))
     searcher.on_trial_complete("d", None, error=True)  # its actor died: not the architecture's fault
-    states = [t.state for t in searcher._ot_study.get_trials()]
+    study = optuna.load_study(study_name=STUDY_NAME, storage=open_storage(run))  # Optuna's own view
     TS = optuna.trial.TrialState
-    assert states == [TS.PRUNED, TS.COMPLETE, TS.FAIL, TS.RUNNING]
-    assert searcher._ot_study.best_value == 0.7
-    searcher.on_trial_complete("d", dict(final, score=0.8))  # its resumed run finished
-    assert searcher._ot_study.trials[3].state == TS.COMPLETE and searcher._ot_study.best_value == 0.8
+    assert [t.state for t in study.trials] == [TS.PRUNED, TS.COMPLETE, TS.FAIL, TS.FAIL, TS.WAITING]
+    assert study.trials[0].intermediate_values == {1: 0.5}
+    assert study.trials[0].user_attrs["checkpoint"].endswith("checkpoint_000000")
+    assert study.best_value == pytest.approx(objective.values(0.7, 1.0, 1000, 1000, 1.0)[0])
+    assert count_finished(study.trials) == 3
+    pruned = rows(run.path)[0]
+    assert pruned["state"] == "PRUNED" and pruned["reward"] and pruned["epochs"] == "1"  # scored in the table
+    retry = searcher.suggest("f")  # the dead actor's architecture again, as trial 4
+    assert retry[NUMBER] == 4
+    assert {k: v for k, v in retry.items() if k != NUMBER} == {k: v for k, v in configs["d"].items() if k != NUMBER}
+    assert study.trials[4].user_attrs["retry_of"] == 3  # (the study object reads the storage afresh)
+    searcher.on_trial_complete("f", dict(final))
+    assert searcher.suggest("g") == searcher.FINISHED
+    assert [int(r["number"]) for r in rows(run.path)] == [0, 1, 2, 3, 4]
+    rs.close()
