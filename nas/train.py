@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from nas.data import Dataset
-from nas.device import autocast, prepare, to_device, train_step
+from nas.device import autocast, grad_scaler, prepare, to_device, train_step
 from nas.device_gate import shared_device
 from nas.errors import TrialError
 
@@ -152,13 +152,20 @@ def proxy_train(
         if on_state is not None:
             on_state({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                       "schedule": schedule.state_dict(), "generator": generator.get_state(),
-                      "rng": _rng_state(device),
+                      "rng": _rng_state(device), "scaler": _scaler_state(optimizer, device),
                       "history": outcome.history, "steps": outcome.steps, "images": outcome.images,
                       "step_seconds": outcome.step_seconds})
         if on_epoch is not None and on_epoch(epoch, outcome.accuracy) is False:
             outcome.stopped_early = epoch < recipe.epochs
             break
     return outcome
+
+
+def _scaler_state(optimizer: torch.optim.Optimizer, device: torch.device) -> dict[str, Any]:
+    """The fp16 loss scale and its growth tracker (empty in bf16/fp32), so a resumed run scales as
+    the uninterrupted one would."""
+    scaler = grad_scaler(optimizer, device)
+    return scaler.state_dict() if scaler is not None else {}
 
 
 def _rng_state(device: torch.device) -> list[torch.Tensor]:
@@ -184,6 +191,9 @@ def _restore(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Opt
     schedule.load_state_dict(state["schedule"])
     generator.set_state(state["generator"])
     _set_rng_state(device, state["rng"])  # dropout and drop-path go on as if never stopped
+    scaler = grad_scaler(optimizer, device)
+    if scaler is not None and state.get("scaler"):  # states saved before fp16 existed have none
+        scaler.load_state_dict(state["scaler"])
     outcome.history = [dict(row) for row in state["history"]]
     outcome.accuracy = outcome.history[-1]["val_acc"] if outcome.history else 0.0
     outcome.steps = int(state["steps"])

@@ -65,3 +65,21 @@ def test_divergence_raises_trial_error(data) -> None:
     broken = ProxyRecipe(epochs=1, batch=64, lr=math.inf, max_train=384, seed=0)
     with pytest.raises(TrialError, match="diverged"):
         proxy_train(_model(data), data, broken, CPU)
+
+
+@pytest.mark.slow  # about 15 s: CPU fp16 kernels are slow
+def test_fp16_resume_carries_the_loss_scale(monkeypatch) -> None:
+    """With fp16 (a GPU without bf16), the GradScaler's state is part of the saved state: the
+    resumed run scales, skips and steps as the uninterrupted one. CPU autocast has fp16 too."""
+    from nas.device import FP16
+
+    monkeypatch.setattr("nas.device.precision", lambda device: FP16)
+    small = load_dataset("digits", resolution=8, seed=0, limit=160)  # fp16 kernels are slow on a CPU
+    recipe = ProxyRecipe(epochs=2, batch=32, lr=0.01, max_train=64, seed=0)
+    saved: dict[int, bytes] = {}
+    straight = proxy_train(_model(small), small, recipe, CPU,
+                           on_state=lambda s: saved.setdefault(s["epoch"], _saved(s)))
+    state = torch.load(io.BytesIO(saved[1]), weights_only=True)
+    assert state["scaler"]["scale"] > 0
+    resumed = proxy_train(_model(small), small, recipe, CPU, resume=state)
+    assert [h["val_acc"] for h in resumed.history] == [h["val_acc"] for h in straight.history]

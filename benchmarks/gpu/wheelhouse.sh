@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
 # Download the few cp312 wheels a bare GPU box lacks, into benchmarks/gpu/wheelhouse/ (git-ignored),
 # so they travel with the working tree and install offline there (check.sh):
-#   optuna and its small dependencies (alembic, sqlalchemy, greenlet, colorlog, Mako, ...), tqdm,
-#   pytest (for `pytest -m cuda`), and nas itself (built here, installed with --no-deps).
+#   optuna and its small dependencies (alembic, sqlalchemy, colorlog, Mako, ...), tqdm and pytest
+#   (for `pytest -m cuda`). nas itself runs from the checkout that travels with them.
 # torch, numpy and PyYAML are left out: the GPU box has them (torch with CUDA, which the CPU
 # machines must not replace).
 # Usage: bash benchmarks/gpu/wheelhouse.sh [PYTHON_VERSION]   (default 3.12)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-repo="$(cd "$here/../.." && pwd)"
 out="$here/wheelhouse"
 py="${1:-3.12}"
 mkdir -p "$out"
@@ -21,9 +20,6 @@ pip download --quiet --dest "$out" --only-binary=:all: --python-version "$py" --
     optuna tqdm pytest 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 # what the box has already (and what must not shadow its CUDA build of torch)
 rm -f "$out"/numpy-*.whl "$out"/torch-*.whl "$out"/PyYAML-*.whl "$out"/pyyaml-*.whl "$out"/nvidia_*.whl
-
-# nas itself, without its dependencies (the box installs it with --no-deps)
-pip wheel --quiet --no-deps --wheel-dir "$out" "$repo"
 
 ls -1 "$out"
 size_kib=$(du -sk "$out" | cut -f1)

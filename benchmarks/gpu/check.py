@@ -1,0 +1,325 @@
+"""The one-shot device check: one line per figure, on CUDA (the GPU box) or on the CPU (here).
+
+    python benchmarks/gpu/check.py --device cuda [--only search,libraries,gate,memory] [--json out.json]
+
+Figures (benchmarks/gpu/check.sh runs this after `pytest -m cuda`):
+- search:    `nas search --space v2 --budget 10 --device DEV --dataset synthetic`, end to end, wall time;
+- libraries: our EfficientNetV2-S training step vs torchvision `efficientnet_v2_s` and timm
+             `tf_efficientnetv2_s`: same step function (nas.device.train_step: optimizer, precision,
+             memory format), batch and resolution; img/s of each and ours / theirs (goal >= 1.0);
+- gate:      one candidate's step time alone vs while another trial trains on the same device
+             (with the gate: goal within 10%; without it, for comparison), and what the gate costs
+             that training (its per-step synchronisation on CUDA);
+- memory:    peak device memory of a proxy trial (training, and the full-size step timing).
+A figure that fails prints one FAILED line and the others go on; the exit status is then 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import math
+import multiprocessing as mp
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+FIGURES = ("search", "libraries", "gate", "memory")
+figures: dict[str, Any] = {}
+
+
+def say(figure: str, text: str, **values: Any) -> None:
+    """Print one figure line and keep its values for --json."""
+    print(f"{figure}: {text}", flush=True)
+    figures[figure] = {"line": text, **values}
+
+
+# -- search ----------------------------------------------------------------------------------
+def check_search(device: str, budget: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="nas-check-") as runs:
+        command = [sys.executable, "-m", "nas", "search", "--space", "v2", "--budget", str(budget), "--device",
+                   device, "--dataset", "synthetic", "--runs-dir", runs, "--name", "check", "--quiet"]
+        start = time.perf_counter()
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        if done.returncode != 0:
+            raise RuntimeError(f"nas search exited {done.returncode}: {done.stderr.strip()[-1500:]}")
+        with open(Path(runs) / "check" / "results.csv", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    states = {s: sum(r["state"] == s for r in rows) for s in sorted({r["state"] for r in rows})}
+    rewards = [float(r["reward"]) for r in rows if r.get("reward") not in (None, "", "nan")]
+    best = max(rewards) if rewards else math.nan
+    say(f"search v2 budget {budget} ({device})",
+        f"{wall:.1f} s wall, {wall / max(1, len(rows)):.1f} s/trial, "
+        f"{', '.join(f'{n} {s}' for s, n in states.items())}, best reward {best:.4f}",
+        wall_s=wall, trials=len(rows), states=states, best_reward=best)
+
+
+# -- libraries -------------------------------------------------------------------------------
+def _step(model: nn.Module, device: torch.device, batch: int, resolution: int) -> float:
+    """Median ms of one training step (nas's timer and step; 1000 classes, 3 channels)."""
+    from nas.measure import Repeats, measure_step_time
+
+    return measure_step_time(model, batch=batch, resolution=resolution, in_channels=3, num_classes=1000,
+                             device=device, repeats=Repeats()).median_ms
+
+
+def _library_models() -> Iterator[tuple[str, Callable[[], nn.Module] | None, str]]:
+    """(name, factory or None, why absent) for the two published implementations."""
+    try:
+        import torchvision.models as tvm
+
+        yield "torchvision efficientnet_v2_s", lambda: tvm.efficientnet_v2_s(weights=None), ""
+    except Exception as exc:  # absent, or a wheel built against another torch
+        yield "torchvision efficientnet_v2_s", None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+    try:
+        import timm
+
+        # drop path 0.2 and dropout 0.2 as ours and torchvision's (timm's defaults are 0)
+        yield ("timm tf_efficientnetv2_s",
+               lambda: timm.create_model("tf_efficientnetv2_s", pretrained=False, drop_rate=0.2, drop_path_rate=0.2),
+               "")
+    except Exception as exc:
+        yield "timm tf_efficientnetv2_s", None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+
+
+def check_libraries(device: torch.device, batch: int, resolution: int) -> None:
+    from nas.device import precision
+    from nas.measure import count_params
+    from nas.model import build
+    from nas.resources import load_arch
+
+    shape = f"batch {batch}, {resolution} px, {precision(device).name}, " + (
+        "channels_last" if device.type == "cuda" else "channels-first")
+    torch.manual_seed(0)
+    ours = build(load_arch("efficientnetv2-s"), num_classes=1000, in_channels=3)
+    ours_ms = _step(ours, device, batch, resolution)
+    say("EfficientNetV2-S ours", f"{batch / ours_ms * 1000:.1f} img/s ({ours_ms:.1f} ms/step, "
+        f"{count_params(ours) / 1e6:.2f} M params; {shape})", ms=ours_ms, params=count_params(ours))
+    del ours
+    for name, factory, why in _library_models():
+        if factory is None:
+            say(f"EfficientNetV2-S {name}", f"skipped: not importable here ({why})", absent=True)
+            continue
+        model = factory()
+        theirs_ms = _step(model, device, batch, resolution)
+        say(f"EfficientNetV2-S {name}",
+            f"{batch / theirs_ms * 1000:.1f} img/s ({theirs_ms:.1f} ms/step, {count_params(model) / 1e6:.2f} M "
+            f"params); ours / theirs throughput {theirs_ms / ours_ms:.3f} (goal >= 1.0)",
+            ms=theirs_ms, ratio=theirs_ms / ours_ms, params=count_params(model))
+        del model
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+# -- gate ------------------------------------------------------------------------------------
+def _trainer(device_spec: str, gated: bool, training: Any, stop: Any) -> None:
+    """Another trial: proxy-trains the v2 reference's proxy on synthetic data until `stop`."""
+    sys.path.insert(0, str(REPO))
+    import nas.train
+    from nas.data import load_dataset
+    from nas.device import resolve_device
+    from nas.model import build
+    from nas.space import SearchSpace
+
+    if not gated:
+        nas.train.shared_device = lambda device: contextlib.nullcontext()
+    device = resolve_device(device_spec)
+    space = SearchSpace.load("v2")
+    data = load_dataset("synthetic", resolution=space.proxy.resolution)
+    model = build(space.proxy_arch(space.reference), num_classes=data.num_classes, in_channels=data.in_channels)
+
+    def on_epoch(epoch: int, accuracy: float) -> bool:
+        training.set()  # trains steadily from its second epoch on
+        return not stop.is_set()
+
+    recipe = nas.train.ProxyRecipe(epochs=100_000, batch=space.proxy.batch)
+    nas.train.proxy_train(model, data, recipe, device, on_epoch=on_epoch)
+
+
+def _with_trainer(device: torch.device, gated: bool, measure: Callable[[], float]) -> float:
+    ctx = mp.get_context("spawn")
+    training, stop = ctx.Event(), ctx.Event()
+    child = ctx.Process(target=_trainer, args=(str(device), gated, training, stop), daemon=True)
+    child.start()
+    try:
+        if not training.wait(600):
+            raise RuntimeError("the training trial did not start within 600 s")
+        return measure()
+    finally:
+        stop.set()
+        child.join(600)
+        if child.is_alive():
+            child.kill()
+
+
+def _proxy_training_seconds(device: torch.device, gated: bool, epochs: int) -> tuple[float, int]:
+    """Seconds in training steps (and steps) of a proxy training here, with or without the gate."""
+    import nas.train
+    from nas.data import load_dataset
+    from nas.model import build
+    from nas.space import SearchSpace
+
+    space = SearchSpace.load("v2")
+    data = load_dataset("synthetic", resolution=space.proxy.resolution)
+    torch.manual_seed(0)
+    model = build(space.proxy_arch(space.reference), num_classes=data.num_classes, in_channels=data.in_channels)
+    real = nas.train.shared_device
+    if not gated:
+        nas.train.shared_device = lambda device: contextlib.nullcontext()
+    try:
+        outcome = nas.train.proxy_train(model, data, nas.train.ProxyRecipe(epochs=epochs, batch=space.proxy.batch),
+                                        device)
+    finally:
+        nas.train.shared_device = real
+    return outcome.step_seconds, outcome.steps
+
+
+def check_gate(device: torch.device) -> None:
+    from nas.measure import Repeats, measure_step_time
+    from nas.model import build
+    from nas.settings import SearchSettings
+    from nas.space import SearchSpace
+
+    space = SearchSpace.load("v2")
+    shape = SearchSettings(space=space).timing_shape(device, num_classes=10)
+    torch.manual_seed(0)
+    candidate = build(space.reference, num_classes=shape.num_classes, in_channels=shape.in_channels)
+
+    def measure() -> float:
+        return measure_step_time(candidate, batch=shape.batch, resolution=shape.resolution,
+                                 in_channels=shape.in_channels, num_classes=shape.num_classes, device=device,
+                                 repeats=Repeats()).median_ms
+
+    alone = measure()
+    gated = _with_trainer(device, True, measure)
+    ungated = _with_trainer(device, False, measure)
+    alone_after = measure()
+    base = (alone + alone_after) / 2  # before and after: drift of a shared machine cancels
+    say("gate: candidate step alone vs beside a training trial",
+        f"alone {base:.1f} ms ({alone:.1f} before, {alone_after:.1f} after), with the gate {gated:.1f} ms "
+        f"(x{gated / base:.3f}, goal within 10%), without it {ungated:.1f} ms (x{ungated / base:.3f}); "
+        f"v2 reference at {shape.describe()}",
+        alone_ms=base, gated_ms=gated, ungated_ms=ungated, gated_ratio=gated / base, ungated_ratio=ungated / base)
+
+    _proxy_training_seconds(device, True, 1)  # warm: allocator, autotuning, kernels
+    rounds = [(_proxy_training_seconds(device, True, 2), _proxy_training_seconds(device, False, 2))
+              for _ in range(2)]
+    gated_s = sum(g[0] for g, _ in rounds) / sum(g[1] for g, _ in rounds)
+    ungated_s = sum(u[0] for _, u in rounds) / sum(u[1] for _, u in rounds)
+    say("gate: its cost on a proxy training",
+        f"{gated_s * 1000:.2f} ms/step gated vs {ungated_s * 1000:.2f} ms/step without the gate "
+        f"(x{gated_s / ungated_s:.3f}; on CUDA the gate synchronises every step)",
+        gated_ms=gated_s * 1000, ungated_ms=ungated_s * 1000, ratio=gated_s / ungated_s)
+
+
+# -- memory ----------------------------------------------------------------------------------
+def check_memory(device: torch.device) -> None:
+    from nas.data import load_dataset
+    from nas.measure import Repeats, measure_step_time
+    from nas.model import build
+    from nas.settings import SearchSettings
+    from nas.space import SearchSpace
+    from nas.train import proxy_train
+
+    space = SearchSpace.load("v2")
+    settings = SearchSettings(space=space, dataset="synthetic")
+    data = load_dataset("synthetic", resolution=space.proxy.resolution)
+    torch.manual_seed(0)
+    model = build(space.proxy_arch(space.reference), num_classes=data.num_classes, in_channels=data.in_channels)
+    if device.type != "cuda":
+        proxy_train(model, data, settings.recipe(), device)
+        rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        say("peak memory of a proxy trial", f"n/a (cpu); this process's max RSS {rss_mib:.0f} MiB", rss_mib=rss_mib)
+        return
+    torch.cuda.synchronize(device)
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    proxy_train(model, data, settings.recipe(), device)
+    training_mib = torch.cuda.max_memory_allocated(device) / 2**20
+    del model
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    shape = settings.timing_shape(device, data.num_classes)
+    full = build(space.reference, num_classes=shape.num_classes, in_channels=shape.in_channels)
+    measure_step_time(full, batch=shape.batch, resolution=shape.resolution, in_channels=shape.in_channels,
+                      num_classes=shape.num_classes, device=device, repeats=Repeats(warmup=1, steps=2, max_steps=2))
+    timing_mib = torch.cuda.max_memory_allocated(device) / 2**20
+    say("peak memory of a proxy trial",
+        f"{training_mib:.0f} MiB proxy training (v2 reference's proxy, batch {space.proxy.batch}, "
+        f"{space.proxy.resolution} px), {timing_mib:.0f} MiB timing its full-size step ({shape.describe()}); "
+        f"torch.cuda.max_memory_allocated",
+        training_mib=training_mib, timing_mib=timing_mib)
+
+
+# -- main ------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda", help="cuda (default), cuda:N or cpu")
+    parser.add_argument("--only", default=",".join(FIGURES), help=f"comma-separated subset of {','.join(FIGURES)}")
+    parser.add_argument("--budget", type=int, help="trials of the search figure (default 10 on CUDA, 2 on CPU: a "
+                        "full-size v2 candidate's step table takes a minute or two there)")
+    parser.add_argument("--batch", type=int, help="batch of the library comparison (default 64 on CUDA, 8 on CPU)")
+    parser.add_argument("--resolution", type=int, help="its image size (default 300 on CUDA, 64 on CPU)")
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    args = parser.parse_args(argv)
+    only = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = sorted(set(only) - set(FIGURES))
+    if unknown:
+        parser.error(f"--only must name figures of {list(FIGURES)}, but got {unknown}")
+
+    # Gate files of the check's own (its children inherit TMPDIR): other nas processes on this
+    # machine, e.g. a test that freezes a trainer mid-step, must not hold its measurements up.
+    os.environ["TMPDIR"] = tempfile.mkdtemp(prefix="nas-check-gate-")
+    tempfile.tempdir = None
+
+    from nas.device import device_name, precision, resolve_device, set_threads
+
+    device = resolve_device(args.device)
+    if device.type == "cpu":
+        set_threads()
+    cuda = device.type == "cuda"
+    budget = args.budget or (10 if cuda else 2)
+    batch = args.batch or (64 if cuda else 8)
+    resolution = args.resolution or (300 if cuda else 64)
+    say("device", f"{device_name(device)} ({device}), torch {torch.__version__}, precision {precision(device).name}"
+        + (f", CUDA {torch.version.cuda}, cudnn.benchmark on" if cuda else ""), model=device_name(device))
+    runs = {"search": lambda: check_search(str(device), budget),
+            "libraries": lambda: check_libraries(device, batch, resolution),
+            "gate": lambda: check_gate(device),
+            "memory": lambda: check_memory(device)}
+    failed = 0
+    for name in only:
+        start = time.perf_counter()
+        try:
+            runs[name]()
+        except Exception as exc:
+            failed += 1
+            say(f"{name}", f"FAILED: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                failed=True)
+            traceback.print_exc(file=sys.stderr)
+        print(f"  ({name}: {time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
+    if args.json is not None:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.exit(main())
