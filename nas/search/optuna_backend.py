@@ -17,6 +17,7 @@ import optuna
 
 from nas.data import Dataset, load_dataset
 from nas.device import resolve_device, set_threads
+from nas.errors import RunError
 from nas.measure import StepTimeCache
 from nas.objective import Objective
 from nas.runs import RunDir
@@ -73,16 +74,17 @@ class OptunaSearch:
                     time.sleep(rs.timing.interval / 2)
                     continue
                 ran += 1
-                if not self.run_trial(rs, trial, data, cache, objective, progress):
-                    break  # this process cannot run trials any more (its device failed)
+                reason = self.run_trial(rs, trial, data, cache, objective, progress)
+                if reason:  # this process cannot run trials any more; the trial is queued again
+                    raise RunError(f"worker stopped: {reason}; continue with --resume (here or on another machine)")
         finally:
             progress.close()
             rs.close()
         return ran
 
     def run_trial(self, rs: RunStudy, trial: optuna.Trial, data: Dataset, cache: StepTimeCache,
-                  objective: Objective, progress: Progress) -> bool:
-        """Run one claimed trial; False when this worker must stop."""
+                  objective: Objective, progress: Progress) -> str | None:
+        """Run one claimed trial; the reason when this worker must stop (its device failed)."""
         arch = self.settings.space.sample(trial)
         trial.set_user_attr("arch", arch.to_string())
         single = len(objective.directions) == 1
@@ -107,7 +109,7 @@ class OptunaSearch:
         rows = write_tables(self.run, rs.study, objective)
         if row is not None:
             progress.update(count_finished(rs.trials()), row, best_reward(rows))
-        return not outcome.poisoned
+        return outcome.reason if outcome.poisoned else None
 
 
 # -- several worker processes ------------------------------------------------------------------

@@ -25,6 +25,7 @@ from optuna.trial import TrialState
 
 from nas.arch import Arch
 from nas.data import Dataset
+from nas.device import poisons_process
 from nas.measure import StepTimeCache
 from nas.objective import Objective
 from nas.search.base import failure_reason, record_trial, result_attrs
@@ -62,14 +63,6 @@ class Outcome:
         return cls(state=report["state"], attrs=dict(report.get("attrs") or {}),
                    history=[h for h in report.get("history") or [] if isinstance(h, dict)],
                    traceback=report.get("traceback") or "", poisoned=bool(report.get("poisoned")))
-
-
-def poisons_process(exc: BaseException) -> bool:
-    """A CUDA error after which this process cannot run another trial (nas.device decides)."""
-    from nas import device
-
-    check = getattr(device, "poisons_process", None)
-    return bool(check(exc)) if check is not None else False
 
 
 def classify_error(exc: BaseException, arch: Arch, seconds: float) -> Outcome:

@@ -117,8 +117,11 @@ def search(run: RunDir, settings: SearchSettings, budget: int, options: RayOptio
             searcher = StudySearcher(rs, settings.space, objective, budget, progress, failures, storage,
                                      options.max_failures)
             name = f"tune-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-            _tuner(trainable, searcher, failures, settings, objective, options, storage, name).fit()
-            write_tables(run, rs.study, objective)
+            try:
+                _tuner(trainable, searcher, failures, settings, objective, options, storage, name).fit()
+            finally:
+                searcher.abandon_running()
+                write_tables(run, rs.study, objective)
         finally:
             progress.close()
         if not rs.budget_met(budget):

@@ -122,6 +122,10 @@ def test_search_runs_on_both_nodes_and_meets_the_budget(cluster: LoopbackCluster
         assert record["node_ip"] == "127.0.0.1"
     config = (run / "config.yaml").read_text()
     assert "backend: ray" in config and "budget: 6" in config and "ray:" in config
+    # the run's study, as Optuna's own tools open it: the same storage and study as the Optuna backend's
+    study = study_trials(run)
+    assert [t.state.name for t in study] == ["COMPLETE"] * 6
+    assert [t.user_attrs["accuracy"] for t in study] == [float(r["accuracy"]) for r in table]
     shown = run_nas("show", "two", cwd=tmp_path, timeout=60)  # no Ray needed to read a Ray run
     assert shown.returncode == 0 and "6/6 trials" in shown.stdout
 

@@ -124,6 +124,14 @@ class StudySearcher(Searcher):
         if row is not None:
             self.progress.update(count_finished(self.rs.trials()), row, best_reward(rows))
 
+    def abandon_running(self) -> None:
+        """The driver stops (Ctrl-C, an error): fail its unfinished trials as interrupted now, so a
+        `--resume` retries them from their checkpoints without waiting for them to go stale."""
+        for number in list(self.trials):
+            self.rs.interrupt(number, "interrupted (the Ray driver stopped)", retry=True)
+        self.trials.clear()
+        self.numbers.clear()
+
     def save(self, checkpoint_path: str) -> None:
         # the study is the ledger; this is only which Tune trial is which study trial
         with open(checkpoint_path, "w") as handle:
