@@ -49,7 +49,7 @@ def cluster() -> Iterator[LoopbackCluster]:
         cluster.stop()
 
 
-def nas(cluster: LoopbackCluster, *args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
+def nas(cluster: LoopbackCluster, *args: str, cwd: Path, timeout: float = 480) -> subprocess.CompletedProcess:
     """`python -m nas ARGS` inside the cluster's namespace."""
     return cluster.run([sys.executable, "-m", "nas", *args], cwd=cwd, timeout=timeout)
 
