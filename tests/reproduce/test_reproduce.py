@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import re
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -276,18 +275,6 @@ def test_best_after_n_trials() -> None:
 
 
 # -- end to end ------------------------------------------------------------------------------
-@pytest.fixture(scope="module", autouse=True)
-def own_device_gate(tmp_path_factory: pytest.TempPathFactory):
-    """This module's timings take a device gate of their own (nas.device_gate keeps it in the temp
-    folder): another process on the machine holding the shared gate, such as a test that freezes
-    a trainer on purpose, must not hold them up."""
-    folder = tmp_path_factory.mktemp("gate")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(tempfile, "tempdir", str(folder))
-        patch.setenv("TMPDIR", str(folder))
-        yield
-
-
 @pytest.fixture(scope="module")
 def reproduction(tmp_path_factory: pytest.TempPathFactory) -> Path:
     runs = tmp_path_factory.mktemp("runs")
