@@ -34,8 +34,9 @@ def free_port() -> int:
 
 class PostgresServer:
     def __init__(self) -> None:
-        # pytest's tmp folders are private to root; the server runs as `postgres`
-        self.folder = Path(tempfile.mkdtemp(prefix="nas-pg-"))
+        # pytest's tmp folders (and a test session's own TMPDIR) are private to root; the server
+        # runs as `postgres`, so its folder lives in the system's shared temp folder
+        self.folder = Path(tempfile.mkdtemp(prefix="nas-pg-", dir="/tmp" if os.path.isdir("/tmp") else None))
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
 
