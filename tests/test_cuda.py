@@ -131,16 +131,18 @@ def test_gate_waits_for_another_process_kernels_on_one_gpu(gpu, private_gate) ->
         pytest.skip("the GPU ran the queued work before the step ended: nothing was left to drain")
 
 
+# os._exit: a poisoned CUDA context may fail again while the interpreter tears it down
 _FAIL = """
-import sys, torch
+import os, sys, torch
 from nas.device import poisons_process
 try:
     {action}
     torch.cuda.synchronize()
 except BaseException as exc:
-    print(type(exc).__name__, poisons_process(exc))
-    sys.exit(0)
-print("no error")
+    print(type(exc).__name__, poisons_process(exc), flush=True)
+    os._exit(0)
+print("no error", flush=True)
+os._exit(0)
 """
 
 

@@ -24,6 +24,7 @@ import math
 import multiprocessing as mp
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -149,7 +150,8 @@ def _trainer(device_spec: str, gated: bool, training: Any, stop: Any) -> None:
         training.set()  # trains steadily from its second epoch on
         return not stop.is_set()
 
-    recipe = nas.train.ProxyRecipe(epochs=100_000, batch=space.proxy.batch)
+    # short epochs: `stop` is looked at between epochs
+    recipe = nas.train.ProxyRecipe(epochs=100_000, batch=space.proxy.batch, max_train=4 * space.proxy.batch)
     nas.train.proxy_train(model, data, recipe, device, on_epoch=on_epoch)
 
 
@@ -275,8 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=",".join(FIGURES), help=f"comma-separated subset of {','.join(FIGURES)}")
     parser.add_argument("--budget", type=int, help="trials of the search figure (default 10 on CUDA, 2 on CPU: a "
                         "full-size v2 candidate's step table takes a minute or two there)")
-    parser.add_argument("--batch", type=int, help="batch of the library comparison (default 64 on CUDA, 8 on CPU)")
-    parser.add_argument("--resolution", type=int, help="its image size (default 300 on CUDA, 64 on CPU)")
+    parser.add_argument("--batch", type=int, help="batch of the library comparison (default 64 on CUDA, 4 on CPU)")
+    parser.add_argument("--resolution", type=int, help="its image size (default 300 on CUDA, 32 on CPU)")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     only = [name.strip() for name in args.only.split(",") if name.strip()]
@@ -286,8 +288,16 @@ def main(argv: list[str] | None = None) -> int:
 
     # Gate files of the check's own (its children inherit TMPDIR): other nas processes on this
     # machine, e.g. a test that freezes a trainer mid-step, must not hold its measurements up.
-    os.environ["TMPDIR"] = tempfile.mkdtemp(prefix="nas-check-gate-")
+    private = tempfile.mkdtemp(prefix="nas-check-gate-")
+    os.environ["TMPDIR"] = private
     tempfile.tempdir = None
+    try:
+        return _check(args, only)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
+
+def _check(args: argparse.Namespace, only: list[str]) -> int:
 
     from nas.device import device_name, precision, resolve_device, set_threads
 
@@ -296,8 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         set_threads()
     cuda = device.type == "cuda"
     budget = args.budget or (10 if cuda else 2)
-    batch = args.batch or (64 if cuda else 8)
-    resolution = args.resolution or (300 if cuda else 64)
+    batch = args.batch or (64 if cuda else 4)
+    resolution = args.resolution or (300 if cuda else 32)
     say("device", f"{device_name(device)} ({device}), torch {torch.__version__}, precision {precision(device).name}"
         + (f", CUDA {torch.version.cuda}, cudnn.benchmark on" if cuda else ""), model=device_name(device))
     runs = {"search": lambda: check_search(str(device), budget),
