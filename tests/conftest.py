@@ -27,6 +27,7 @@ def _private_temp_folder() -> str:
     real = tempfile.gettempdir()
     os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", real)
     private = tempfile.mkdtemp(prefix="nas-t", dir=real)  # short: Ray puts socket paths under it
+    os.chmod(private, 0o1777)  # like /tmp: children running as other users (postgres) can use it too
     os.environ["TMPDIR"] = private  # inherited by every child process
     tempfile.tempdir = private
     return private
