@@ -18,6 +18,7 @@ from nas.search.optuna_backend import count_finished
 from tests.conftest import run_nas, start_nas
 from tests.search.test_optuna_backend import FAST, load_trials, read_rows
 
+pytestmark = pytest.mark.slow  # real processes and searches
 
 @pytest.fixture(autouse=True)
 def short_heartbeat(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,6 +13,8 @@ import pytest
 
 from nas.runs import RunDir
 
+pytestmark = pytest.mark.slow  # real processes and searches
+
 # the lock the run's own storage uses, taken as a journal write would take it
 HOLD_LOCK = """
 import sys, time

@@ -38,6 +38,7 @@ def load_trials(run: Path) -> list[optuna.trial.FrozenTrial]:
     return study.get_trials()
 
 
+@pytest.mark.slow
 def test_search_writes_the_run_layout(workdir: Path, monkeypatch) -> None:
     monkeypatch.chdir(workdir)
     assert main(["search", *FAST, "--budget", "4", "--name", "exp"]) == 0
@@ -70,6 +71,7 @@ def test_search_writes_the_run_layout(workdir: Path, monkeypatch) -> None:
     assert "torch:" in config and "optuna:" in config and "budget: 4" in config
 
 
+@pytest.mark.slow
 def test_tensorboard_events_hold_curves_and_hparams(workdir: Path, monkeypatch) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -85,6 +87,7 @@ def test_tensorboard_events_hold_curves_and_hparams(workdir: Path, monkeypatch) 
     assert event.value == pytest.approx(float(row["accuracy"]))
 
 
+@pytest.mark.slow
 def test_nan_trials_are_recorded_as_failed_and_the_search_goes_on(workdir: Path, monkeypatch) -> None:
     import nas.train
 
@@ -107,6 +110,7 @@ def test_nan_trials_are_recorded_as_failed_and_the_search_goes_on(workdir: Path,
     assert all(r["state"] != "FAIL" for r in rows if "_k3_" in r["arch"].split(",")[2])
 
 
+@pytest.mark.slow
 def test_budget_is_a_total_for_the_run(workdir: Path, monkeypatch) -> None:
     monkeypatch.chdir(workdir)
     assert main(["search", *FAST, "--budget", "2", "--name", "grow"]) == 0
@@ -116,6 +120,7 @@ def test_budget_is_a_total_for_the_run(workdir: Path, monkeypatch) -> None:
     assert len(read_rows(workdir / "runs" / "grow")) == 3
 
 
+@pytest.mark.slow
 def test_existing_run_needs_resume_and_the_same_space(workdir: Path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(workdir)
     assert main(["search", *FAST, "--budget", "1", "--name", "x"]) == 0
@@ -126,6 +131,7 @@ def test_existing_run_needs_resume_and_the_same_space(workdir: Path, monkeypatch
     assert "was made with space" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_budget(workdir: Path, monkeypatch) -> None:
     monkeypatch.chdir(workdir)
     assert main(["search", *FAST, "--budget", "5", "--name", "w2", "--workers", "2"]) == 0
@@ -135,6 +141,7 @@ def test_two_workers_share_one_budget(workdir: Path, monkeypatch) -> None:
     assert len(owners) == 2, "both processes should have run trials"
 
 
+@pytest.mark.slow
 def test_kill_and_resume_keeps_finished_trials_and_ends_at_the_budget(workdir: Path) -> None:
     budget = 7
     proc = start_nas("search", *FAST, "--budget", str(budget), "--name", "k", cwd=workdir)
@@ -177,6 +184,7 @@ def test_device_auto_runs_on_cpu_here() -> None:
     assert resolve_device("auto").type == expected
 
 
+@pytest.mark.slow
 def test_the_median_pruner_judges_the_reward_not_raw_accuracy(workdir: Path, monkeypatch) -> None:
     """What the pruner sees each epoch is accuracy so far x the trial's cost factor: exactly the
     reward formula applied to that epoch's accuracy and the trial's recorded costs."""

@@ -14,9 +14,9 @@ from nas.search.study import STUDY_NAME, count_finished, is_finished
 from tests.conftest import start_nas
 from tests.search import postgres_server
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     not postgres_server.available(), reason="PostgreSQL server binaries not installed (.ci/run installs them)"
-)
+)]
 FAST = ["--space", "tiny", "--max-train", "400", "--epochs", "1", "--quiet"]
 
 
@@ -47,7 +47,6 @@ def test_two_workers_share_a_postgresql_storage(tmp_path: Path) -> None:
         server.stop()
 
 
-@pytest.mark.slow
 def test_a_dead_workers_trial_is_failed_by_optunas_heartbeat_and_retried(tmp_path: Path) -> None:
     from tests.search.test_liveness import ARGS, reaped, start, wait_until
 
