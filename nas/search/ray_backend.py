@@ -89,7 +89,10 @@ def _tuner(trainable: object, searcher: StudySearcher, failures: FailureCounter,
 
 def search(run: RunDir, settings: SearchSettings, budget: int, options: RayOptions, resume: bool = False,
            show_progress: bool = True) -> None:
-    """Run the search to its budget on the cluster `connect` joined; returns when it is met."""
+    """Run the search to its budget on the cluster `connect` joined; returns when it is met.
+
+    `resume` needs nothing of its own: the run's study says what is finished, running or queued.
+    """
     # Tune's default loggers would write a second set of TensorBoard files into the run folder,
     # and its console reporter would talk over our progress lines (the old one is silent at verbose=0)
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
