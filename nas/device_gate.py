@@ -22,8 +22,6 @@ same process trains would not wait for it (the process's own locks are not exclu
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import os
 import re
 import tempfile
@@ -35,6 +33,7 @@ from pathlib import Path
 import torch
 
 from nas.device import synchronize
+from nas.file_lock import lock_fd, open_lock_file, unlock_fd
 
 
 def _device_slug(device: torch.device) -> str:
@@ -61,28 +60,9 @@ def gate_path(device: torch.device) -> Path:
     return lock_path(device).with_suffix(".gate")
 
 
-def _open_lock_file(path: Path) -> int:
-    try:
-        return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except PermissionError:
-        # another user's lock file in a shared /tmp: flock works on a read-only descriptor too
-        return os.open(path, os.O_RDONLY)
-
-
-def _flock(fd: int, mode: int, deadline: float | None) -> bool:
-    if deadline is None:
-        fcntl.flock(fd, mode)
-        return True
-    while True:
-        try:
-            fcntl.flock(fd, mode | fcntl.LOCK_NB)
-            return True
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.01)
+def _flock(fd: int, deadline: float | None, shared: bool = False) -> bool:
+    """`lock_fd` until a monotonic deadline (one timeout shared by the turnstile and the gate)."""
+    return lock_fd(fd, shared=shared, timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
 
 
 class _Exclusive:
@@ -100,8 +80,8 @@ class _Shared:
 
     def __init__(self, device: torch.device) -> None:
         self.lock = threading.Lock()
-        self.turnstile = _open_lock_file(lock_path(device))
-        self.gate = _open_lock_file(gate_path(device))
+        self.turnstile = open_lock_file(lock_path(device))
+        self.gate = open_lock_file(gate_path(device))
         self.count = 0  # threads of this process inside a step
 
 
@@ -150,12 +130,12 @@ def exclusive_device(device: torch.device, timeout: float | None = None) -> Iter
         raise TimeoutError(f"device lock {path} is held by another thread")
     try:
         if exclusive.depth == 0:
-            turnstile = _open_lock_file(path)
-            if not _flock(turnstile, fcntl.LOCK_EX, deadline):
+            turnstile = open_lock_file(path)
+            if not _flock(turnstile, deadline):
                 _close((turnstile,))
                 raise TimeoutError(f"device lock {path} is held by another process")
-            gate = _open_lock_file(gate_path(device))
-            if not _flock(gate, fcntl.LOCK_EX, deadline):
+            gate = open_lock_file(gate_path(device))
+            if not _flock(gate, deadline):
                 _close((gate, turnstile))
                 raise TimeoutError(f"device {gate_path(device)} is busy with training steps of another process")
             exclusive.fds = (turnstile, gate)
@@ -193,9 +173,9 @@ def shared_device(device: torch.device) -> Iterator[None]:
         return
     with shared.lock:
         if shared.count == 0:
-            fcntl.flock(shared.turnstile, fcntl.LOCK_EX)  # a measurer holds it: wait for its end
-            fcntl.flock(shared.turnstile, fcntl.LOCK_UN)
-            fcntl.flock(shared.gate, fcntl.LOCK_SH)
+            lock_fd(shared.turnstile)  # a measurer holds it: wait for its end
+            unlock_fd(shared.turnstile)
+            lock_fd(shared.gate, shared=True)
         shared.count += 1
     try:
         yield
@@ -206,4 +186,4 @@ def shared_device(device: torch.device) -> Iterator[None]:
                 # the hold ends when the step's kernels end, always (see the module docstring);
                 # on the CPU this is a no-op
                 synchronize(device)
-                fcntl.flock(shared.gate, fcntl.LOCK_UN)
+                unlock_fd(shared.gate)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import fcntl
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ from nas.cpu_allocator import keep_freed_memory
 from nas.device import prepare, synchronize, to_device, train_step
 from nas.device_gate import exclusive_device
 from nas.errors import ConfigError
+from nas.file_lock import file_lock
 from nas.model.blocks import MBConv
 
 log = logging.getLogger(__name__)
@@ -250,12 +250,8 @@ class StepTimeCache:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with file_lock(self._lock_path):
             yield
-        finally:
-            os.close(fd)
 
     def get(self, key: str) -> StepTime | None:
         """The cached step time, re-reading the file on a miss (another process may have added it)."""
