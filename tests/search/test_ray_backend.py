@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import importlib.util
 import json
 import os
 import signal
@@ -20,12 +19,24 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, nas_env, run_nas
+from tests.conftest import REPO, nas_env, require_module, run_nas, skip_or_fail
 from tests.search.ray_cluster import LoopbackCluster, namespaces_available, stop
 
 FAST = ["--space", "tiny", "--max-train", "600", "--quiet", "--backend", "ray"]
-needs_netns = pytest.mark.skipif(not namespaces_available(), reason="needs `unshare -n` (root or user namespaces)")
-needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs ray[tune]")
+# a missing requirement skips here and fails under CI=true (tests/conftest.py: skip_or_fail)
+needs_netns = pytest.mark.usefixtures("_netns")
+needs_ray = pytest.mark.usefixtures("_ray")
+
+
+@pytest.fixture
+def _netns() -> None:
+    if not namespaces_available():
+        skip_or_fail("needs `unshare -n` (root or user namespaces)")
+
+
+@pytest.fixture
+def _ray() -> None:
+    require_module("ray.tune", "the Ray backend")
 
 
 def env_1thread() -> dict[str, str]:
@@ -38,9 +49,9 @@ def env_1thread() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LoopbackCluster]:
-    pytest.importorskip("ray.tune")
+    require_module("ray.tune", "the Ray backend")
     if not namespaces_available():
-        pytest.skip("needs `unshare -n` (root or user namespaces)")
+        skip_or_fail("needs `unshare -n` (root or user namespaces)")
     cluster = LoopbackCluster(env_1thread())
     try:
         cluster.start()
@@ -343,7 +354,7 @@ def test_bad_ray_options_are_one_line(tmp_path: Path, option: str, value: str, m
 
 # -- the searcher, without Ray running ------------------------------------------------------------
 def test_searcher_tells_the_study_pruned_failed_and_interrupted(tmp_path: Path) -> None:
-    pytest.importorskip("ray.tune")
+    require_module("ray.tune", "the Ray backend")
     import optuna
 
     from nas.objective import Objective, Reference

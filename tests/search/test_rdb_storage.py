@@ -11,12 +11,18 @@ import optuna
 import pytest
 
 from nas.search.study import STUDY_NAME, count_finished, is_finished
-from tests.conftest import start_nas
+from tests.conftest import skip_or_fail, start_nas
 from tests.search import postgres_server
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(
-    not postgres_server.available(), reason="PostgreSQL server binaries not installed (.ci/run installs them)"
-)]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _needs_postgres() -> None:
+    if not postgres_server.available():  # skips here, fails under CI=true
+        skip_or_fail("PostgreSQL server binaries not installed (.ci/run installs them)")
+
+
 FAST = ["--space", "tiny", "--max-train", "400", "--epochs", "1", "--quiet"]
 
 
