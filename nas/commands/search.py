@@ -56,31 +56,29 @@ def add_parser(sub: Any) -> None:
 
 
 def _space_text_and_settings(args: argparse.Namespace, run: Any) -> tuple[str, Any]:
-    """Settings from the arguments; a resumed run fills what is not given from its config."""
+    """Settings from the arguments; a resumed run fills what is not given from its saved settings."""
     from nas.resources import space_path
-    from nas.settings import SearchSettings
-    from nas.space import Proxy, SearchSpace
+    from nas.settings import SearchSettings, default_sampler, saved_space, settings_from_run
+    from nas.space import SearchSpace
 
-    saved: dict[str, Any] = run.config() if (args.resume and run.exists()) else {}
-    if args.space is None and saved:
-        text = (run.path / "space.yaml").read_text()
-        space = SearchSpace.from_yaml(text, source=str(run.path / "space.yaml"))
+    resumed = args.resume and run.exists()
+    if args.space is None and resumed:
+        text, space = saved_space(run)
     else:
         path = space_path(args.space or "v2")
         space = SearchSpace.load(str(path))  # first: it turns unreadable or non-UTF-8 files into ConfigError
         text = path.read_text()
-    objective = args.objective or saved.get("objective", {}).get("kind") or space.objective.kind
-    settings = SearchSettings(
-        space=space,
-        dataset=args.dataset if args.dataset is not None else saved.get("dataset", "mnist5k"),
-        device=args.device,
-        seed=args.seed if args.seed is not None else saved.get("seed", 0),
-        val_fraction=args.val_fraction or saved.get("val_fraction", 0.2),
-        sampler=args.sampler or saved.get("sampler") or ("nsga2" if objective == "pareto" else "tpe"),
-        pruner=args.pruner,
-    ).with_objective(objective)
-    if saved:  # a resumed run keeps its proxy; different explicit values fail the fingerprint check
-        settings = settings.with_overrides(**vars(Proxy(**saved["proxy"])))
+    if resumed:  # a resumed run keeps its proxy; different explicit values fail the fingerprint check
+        settings = settings_from_run(run, space=space, dataset=args.dataset, device=args.device, seed=args.seed,
+                                     val_fraction=args.val_fraction, sampler=args.sampler, pruner=args.pruner,
+                                     objective=args.objective)
+    else:
+        kind = args.objective or space.objective.kind
+        settings = SearchSettings(
+            space=space, dataset=args.dataset if args.dataset is not None else "mnist5k", device=args.device,
+            seed=args.seed if args.seed is not None else 0, val_fraction=args.val_fraction or 0.2,
+            sampler=args.sampler or default_sampler(kind), pruner=args.pruner,
+        ).with_objective(kind)
     settings = settings.with_overrides(epochs=args.epochs, batch=args.batch, max_train=args.max_train)
     settings.check()
     return text, settings
