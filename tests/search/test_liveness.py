@@ -54,8 +54,8 @@ def wait_until(what: str, check: Callable[[], object], procs: list[subprocess.Po
         found = check()
         if found:
             return found
-        for proc in procs:
-            if proc.poll() is not None and proc.returncode != 0:
+        for proc in procs:  # a worker that exits (even cleanly) can no longer bring it about
+            if proc.poll() is not None:
                 raise AssertionError(f"a worker exited with {proc.returncode} while waiting for {what}: "
                                      f"{proc.stdout.read()[-2000:] if proc.stdout else ''}")
         time.sleep(0.2)
@@ -167,21 +167,27 @@ def test_a_frozen_worker_loses_its_trial_and_its_late_result_is_not_counted(tmp_
 @pytest.mark.skipif(shutil.which("unshare") is None or subprocess.run(
     ["unshare", "-u", "true"], capture_output=True).returncode != 0, reason="needs `unshare -u` (a UTS namespace)")
 def test_a_worker_on_another_host_neither_steals_nor_strands_trials(tmp_path: Path) -> None:
-    budget = 4
+    budget = 6
     run = tmp_path / "runs" / "hosts"
-    here = start(*ARGS, "--budget", str(budget), "--name", "hosts", cwd=tmp_path)
+    longer = ["--max-train", "1200", "--epochs", "3"]  # trials long enough for the second worker to join
     # the same run from "another machine": its own hostname (UTS namespace), and a pid that may
     # well repeat one of this host's
     elsewhere = ["unshare", "-u", "sh", "-c", 'hostname elsewhere && exec "$0" "$@"']
-    with reaped(here):
-        wait_until("the run's study", lambda: trials(run), [here])
-        there = start(*ARGS, "--budget", str(budget), "--name", "hosts", "--resume", cwd=tmp_path, prefix=elsewhere)
-        with reaped(there):
-            victim = wait_until("a trial on the other host", lambda: running_trial_of(run, "elsewhere:"), [here, there])
+    there = start(*ARGS, *longer, "--budget", str(budget), "--name", "hosts", cwd=tmp_path, prefix=elsewhere)
+    with reaped(there):
+        wait_until("a trial on the other host", lambda: running_trial_of(run, "elsewhere:"), [there])
+        here = start(*ARGS, *longer, "--budget", str(budget), "--name", "hosts", "--resume", cwd=tmp_path)
+        with reaped(here):
+            # both machines live and working: neither may take the other's trials
+            wait_until("a trial finished here", lambda: any(
+                t.state.is_finished() and t.user_attrs.get("worker", "").startswith(f"{socket.gethostname()}:")
+                for t in trials(run)), [here, there])
+            victim = wait_until("a trial on the other host", lambda: running_trial_of(run, "elsewhere:"),
+                                [here, there])
             os.killpg(there.pid, signal.SIGKILL)  # that machine dies mid-trial
             there.wait(timeout=60)
-        out, _ = here.communicate(timeout=600)
-        assert here.returncode == 0, out
+            out, _ = here.communicate(timeout=600)
+            assert here.returncode == 0, out
     found = trials(run)
     interrupted = [t for t in found if t.state == TS.FAIL and t.user_attrs.get("interrupted")]
     assert [t.number for t in interrupted] == [victim.number], "only the dead host's trial is failed"
