@@ -23,7 +23,7 @@ import pytest
 from nas.runs import RunDir
 from nas.search.liveness import Timing, stale_trials
 from nas.search.study import STUDY_NAME, count_finished, is_finished, open_storage
-from tests.conftest import nas_env
+from tests.conftest import nas_env, skip_or_fail
 from tests.search.test_optuna_backend import read_rows
 
 ARGS = ["search", "--space", "tiny", "--max-train", "300", "--epochs", "2", "--quiet", "--pruner", "none"]
@@ -163,9 +163,15 @@ def test_a_frozen_worker_loses_its_trial_and_its_late_result_is_not_counted(tmp_
     assert_tables_match_storage(run, budget)
 
 
+@pytest.fixture
+def _uts_namespace() -> None:
+    """`unshare -u` works here; else skip, or fail under CI=true (tests/conftest.py)."""
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-u", "true"], capture_output=True).returncode:
+        skip_or_fail("needs `unshare -u` (a UTS namespace)")
+
+
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("unshare") is None or subprocess.run(
-    ["unshare", "-u", "true"], capture_output=True).returncode != 0, reason="needs `unshare -u` (a UTS namespace)")
+@pytest.mark.usefixtures("_uts_namespace")
 def test_a_worker_on_another_host_neither_steals_nor_strands_trials(tmp_path: Path) -> None:
     budget = 6
     run = tmp_path / "runs" / "hosts"
