@@ -70,6 +70,11 @@ def correlations(label: str, values: list[float], truth: list[float]) -> None:
     print(f"{label:<34} Spearman {rho:.3f} (p = {p_rho:.1e})  Kendall {tau:.3f} (p = {p_tau:.1e})", flush=True)
 
 
+def median_difference(first: list[float], second: list[float]) -> float:
+    """Median of |a - b| / mean(a, b) over paired values."""
+    return statistics.median(abs(x - y) / ((x + y) / 2) for x, y in zip(first, second, strict=True))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--space", default="v2")
@@ -118,12 +123,12 @@ def main() -> None:
         correlations(f"S now, {name}s (table 1) vs truth", first, truth)
         correlations(f"S now, {name}s (table 2) vs truth", second, truth)
         rho, p_rho = stats.spearmanr(first, second)
-        difference = statistics.median(abs(x - y) / ((x + y) / 2) for x, y in zip(first, second, strict=True))
+        difference = median_difference(first, second)
         print(f"repeatability of {name}s, table 1 vs table 2: Spearman {rho:.3f} (p = {p_rho:.1e}), median "
               f"relative difference {difference:.1%} (targets >= 0.95, <= 5%)")
         # what the reward consumes is S / S_ref from one table: drift common to a whole table cancels
         first_rel, second_rel = ([x / xs[0] for x in xs[1:]] for xs in (first, second))
-        rel_difference = statistics.median(abs(x - y) / ((x + y) / 2) for x, y in zip(first_rel, second_rel, strict=True))
+        rel_difference = median_difference(first_rel, second_rel)
         print(f"repeatability of {name}s as S / S_ref (what the reward uses): median relative difference "
               f"{rel_difference:.1%}")
         ratio = statistics.median(t / s for t, s in zip(first, truth, strict=True))
