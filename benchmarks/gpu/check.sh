@@ -56,5 +56,6 @@ fi
 
 json=()
 if [ -n "${OUT:-}" ]; then json=(--json "$OUT/check.json"); fi
-"$py" benchmarks/gpu/check.py --device "$device" "${json[@]}" "${rest[@]}" || status=1
+# ${a[@]+...}: an empty array under `set -u` on bash < 4.4
+"$py" benchmarks/gpu/check.py --device "$device" ${json[@]+"${json[@]}"} ${rest[@]+"${rest[@]}"} || status=1
 exit $status
