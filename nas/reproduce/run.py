@@ -3,6 +3,7 @@ pair per search seed), retraining, the report."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -19,6 +20,7 @@ from nas.reproduce.precondition import (
 from nas.reproduce.report import write_reproduction_report
 from nas.reproduce.request import Request, record_request, say
 from nas.reproduce.retrain import retrain
+from nas.runs import atomic_write
 from nas.space import SearchSpace
 
 
@@ -40,12 +42,16 @@ def run_reproduction(request: Request, runs_dir: str | Path, name: str) -> Path:
     # seed by seed, so an interrupted reproduction leaves whole TPE / random pairs behind it
     for index, pair in enumerate(runs, 1):
         say(request, f"nas: search seed {pair.seed} ({index} of {len(runs)})")
-        if pair.tpe != runs[0].tpe:
-            _share_reference(main, folder / pair.tpe)
-        run_search(folder, pair.tpe, request, request.budget, seed=pair.seed)
+        jobs = [(pair.tpe, request.budget, None)]
         if request.baseline > 0:
-            _share_reference(main, folder / pair.random)
-            run_search(folder, pair.random, request, request.baseline, sampler="random", seed=pair.seed)
+            jobs.append((pair.random, request.baseline, "random"))
+        for sub, budget, sampler in jobs:
+            if sub != runs[0].tpe:
+                _share_reference(main, folder / sub)
+            # every run looks up the parts any earlier run timed: one step-time scale for all of them
+            merge_step_times(folder / STEP_TIMES, folder / sub / STEP_TIMES)
+            run_search(folder, sub, request, budget, sampler=sampler, seed=pair.seed)
+            merge_step_times(folder / sub / STEP_TIMES, folder / STEP_TIMES)
     retrain(folder, request)
     return write_reproduction_report(folder)
 
@@ -109,6 +115,22 @@ def run_search(folder: Path, sub: str, request: Request, budget: int, sampler: s
         argv.append("--quiet")
     say(request, f"nas: {sub}: nas {' '.join(argv)}")
     command_module("search").run(build_parser().parse_args(argv))
+
+
+STEP_TIMES = "step_times.json"
+
+
+def merge_step_times(source: Path, dest: Path) -> None:
+    """Add the step times in `source` that `dest` lacks (an entry `dest` has is kept: a part is
+    timed once). Both are `nas.measure.StepTimeCache` files; a missing source adds nothing."""
+    if not source.is_file():
+        return
+    theirs = json.loads(source.read_text())
+    mine = json.loads(dest.read_text()) if dest.is_file() else {}
+    if set(theirs) <= set(mine):
+        return
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(dest, json.dumps(dict(sorted({**theirs, **mine}.items())), indent=1) + "\n")
 
 
 def _share_reference(source: Path, dest: Path) -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from nas.arch import Arch, Stage
 from nas.cli import main
+from nas.measure import StepTime, StepTimeCache
 from nas.report import RunData
 from nas.reproduce.analysis import (
     REWARD_WORDS,
@@ -35,6 +36,7 @@ from nas.reproduce.precondition import (
 from nas.reproduce.report import tau_text
 from nas.reproduce.request import seed_runs
 from nas.reproduce.retrain import RETRAIN_FILE, Candidate, pick_candidates, read_retrain
+from nas.reproduce.run import merge_step_times
 from nas.reproduce.significance import ALPHA, finding_pvalue, judge_finding, paired_test
 from nas.resources import load_arch
 from nas.runs import RunDir
@@ -179,6 +181,20 @@ def test_throughput_ratios_and_what_they_lead_to_expect() -> None:
     two = ratio("early", "none", {"early": [50.0, 50.0], "none": [100.0, 100.0]})
     assert two.faster() is None and "a direction only" in two.text()
     assert expectation(None, "early").expected is None
+
+
+def test_runs_share_step_times_each_part_timed_once(tmp_path: Path) -> None:
+    pool, run = tmp_path / "step_times.json", tmp_path / "search-seed1" / "step_times.json"
+    merge_step_times(pool, run)  # nothing timed yet: nothing to share
+    assert not run.exists()
+    StepTimeCache(pool).put("a", StepTime(10.0, 0.01, 5, 9.5))
+    merge_step_times(pool, run)
+    cache = StepTimeCache(run)
+    cache.put("a", StepTime(99.0, 0.01, 5, 98.0))  # cannot happen in a search (a hit is not re-timed)
+    cache.put("b", StepTime(20.0, 0.01, 5, 19.0))
+    merge_step_times(run, pool)
+    merged = StepTimeCache(pool)
+    assert merged.get("a").median_ms == 10.0 and merged.get("b").median_ms == 20.0
 
 
 def test_seed_runs_keep_the_first_seeds_plain_names() -> None:
