@@ -114,6 +114,12 @@ class ObjectiveSpec:
     macs_weight: float = -0.07
     target_macs: float = 400e6
 
+    @property
+    def uses_step_time(self) -> bool:
+        """Whether the score depends on S: the MnasNet MACs reward does not, so a search by it
+        does not spend time timing steps."""
+        return self.kind != "macs"
+
 
 @dataclass(frozen=True)
 class SearchSpace:

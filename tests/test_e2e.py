@@ -8,6 +8,7 @@ module is in the slow lane.
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,9 @@ def test_macs_objective_on_v1_scores_the_full_size_candidates_multiply_adds(tmp_
         _, macs = count_costs(arch, **DIGITS)
         assert row["macs"] == macs
         assert row["reward"] == pytest.approx(row["accuracy"] * (macs / 400e6) ** -0.07, abs=1e-4)
+        assert math.isnan(row["step_ms"])  # the MACs reward does not use S, so no step was timed
+    steps = run.path / "step_times.json"
+    assert not steps.exists() or json.loads(steps.read_text()) == {}
     best = max(rows, key=lambda r: r["reward"])
     assert Arch.load(run.best_path).to_string() == Arch.from_string(best["arch"]).to_string()
     _, trials = study_trials(run)

@@ -160,12 +160,14 @@ def _answers(target: Target, found: list[Retrained], ref: Retrained | None,
     if found and ref is not None:
         best = found[0]
         on_reward, front = compare(best, ref, target.cost)
+        # a MACs search never timed a step: no time to quote
+        step_text = (f"step time {_pm(best.step_ms, 1, best.seeds)} vs {_pm(ref.step_ms, 1, ref.seeds)} ms, "
+                     if target.cost == "step_ms" else "")
         lines.append(
             f"- **Found vs reference (retrained)**: the best found (trial {best.trial}) {on_reward} the reference on "
             f"reward ({_pm(best.reward, 4, best.seeds)} vs {_pm(ref.reward, 4, ref.seeds)}, Welch "
             f"p = {fmt_p(reward_pvalue(best, ref))}) and {front}: accuracy "
-            f"{_pm(best.accuracy, 4, best.seeds)} vs {_pm(ref.accuracy, 4, ref.seeds)}, step time "
-            f"{_pm(best.step_ms, 1, best.seeds)} vs {_pm(ref.step_ms, 1, ref.seeds)} ms, MACs "
+            f"{_pm(best.accuracy, 4, best.seeds)} vs {_pm(ref.accuracy, 4, ref.seeds)}, {step_text}MACs "
             f"{fmt_count(best.macs)} vs {fmt_count(ref.macs)} (mean ± std over {plural(best.seeds, 'seed')} "
             f"and {plural(ref.seeds, 'seed')})."
         )
@@ -275,10 +277,13 @@ def _retrain_section(folder: Path, found: list[Retrained], ref: Retrained | None
     out = ["\n## Found vs reference after longer training\n\n"]
     if not retrained:
         return out[0] + "No retraining finished yet.\n"
-    out.append("Reward re-scored with the reference's step time measured in the same (warm) process as the others; "
-               "the search normalised by its first measurement of the process"
-               + (f" ({fmt(search.normalisers.step_ms, 1)} ms vs {fmt(ref.step_ms[0], 1)} ms now)"
-                  if ref is not None and search.normalisers is not None else "") + ".\n\n")
+    if target.cost == "step_ms":
+        out.append("Reward re-scored with the reference's step time measured in the same (warm) process as the "
+                   "others; the search normalised by its first measurement of the process"
+                   + (f" ({fmt(search.normalisers.step_ms, 1)} ms vs {fmt(ref.step_ms[0], 1)} ms now)"
+                      if ref is not None and search.normalisers is not None else "") + ".\n\n")
+    else:
+        out.append("The MACs reward does not depend on the device, so no step was timed (step ms: –).\n\n")
     rows = []
     for r in retrained:
         verdict = ""

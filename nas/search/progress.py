@@ -3,6 +3,7 @@ line per finished trial, which also lands in logs where no terminal shows the ba
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any
 
@@ -36,8 +37,10 @@ def describe_row(row: dict[str, Any]) -> str:
     parts = [f"trial {row['number']:>3} {row['state']:<8}"]
     if row.get("accuracy") is not None:
         parts.append(f"acc {row['accuracy']:.4f}")
-    if row.get("step_ms") is not None:
+    if row.get("step_ms") is not None and math.isfinite(row["step_ms"]):
         parts.append(f"step {row['step_ms']:.1f} ms")
+    elif row.get("macs") is not None:  # an objective that does not time steps scores MACs
+        parts.append(f"MACs {row['macs'] / 1e6:.0f}M")
     if row.get("params") is not None:
         parts.append(f"params {row['params'] / 1e3:.0f}k")
     if row.get("reward") is not None:

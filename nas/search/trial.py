@@ -7,6 +7,7 @@ the backend's job (`nas.objective`), so a result can be re-scored without re-tra
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -49,6 +50,10 @@ class TrialResult:
         return asdict(self)
 
 
+# what S and S_ref read when the objective does not use them: no number to mistake for a time
+NOT_TIMED = StepTime(median_ms=math.nan, spread=math.nan, samples=0, min_ms=math.nan)
+
+
 @dataclass(frozen=True)
 class Costs:
     """What a trial measures before training, all of the full-size candidate: parameters, MACs
@@ -77,9 +82,13 @@ def _counts(arch: Arch, resolution: int, num_classes: int, in_channels: int) -> 
 
 def measure_costs(arch: Arch, settings: SearchSettings, data: Dataset, device: torch.device,
                   cache: StepTimeCache | None = None) -> Costs:
-    """Counts and S of the full-size `arch`, and S_ref of the space's reference timed the same way."""
+    """Counts and S of the full-size `arch`, and S_ref of the space's reference timed the same way
+    (neither is timed, both NaN, when the objective does not use S)."""
     start = time.perf_counter()
     params, macs = full_size_counts(arch, settings.space.resolution, data)
+    if not settings.space.objective.uses_step_time:
+        return Costs(params=params, macs=macs, step=NOT_TIMED, ref_step=NOT_TIMED, hardware=fingerprint(device),
+                     seconds=time.perf_counter() - start)
     shape = settings.timing_shape(device, data.num_classes)
     repeats, method = settings.measure.repeats(), settings.measure.method
     reference = settings.space.reference

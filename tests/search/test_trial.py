@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 
@@ -61,3 +62,17 @@ def test_other_hardware_times_its_own_reference_and_says_so(tmp_path, caplog) ->
 
 def test_a_reference_without_a_fingerprint_is_not_compared() -> None:
     warn_if_other_hardware(Reference(step_ms=1.0, params=1, macs=1), CPU)  # no error, nothing to compare
+
+
+def test_a_macs_objective_times_no_step(tmp_path) -> None:
+    settings, data = _setup()
+    settings = settings.with_objective("macs")
+    cache = StepTimeCache(tmp_path / "steps.json")
+    arch = settings.space.reference.with_(width=1.5)
+    costs = measure_costs(arch, settings, data, CPU, cache)
+    full = build(arch, num_classes=data.num_classes, in_channels=data.in_channels)
+    assert costs.macs == count_macs(full, settings.space.resolution, data.in_channels)
+    assert math.isnan(costs.step.median_ms) and math.isnan(costs.ref_step.median_ms)
+    assert len(cache) == 0  # nothing was timed
+    ref = measure_reference(settings, data, cache)
+    assert math.isnan(ref.step_ms) and ref.macs > 0
