@@ -174,8 +174,9 @@ def running_best(values: Sequence[float | None]) -> list[float | None]:
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for one value; NaN, NaN for none)."""
-    if not values:
+    """Mean and sample standard deviation (0 for one value; NaN, NaN for none, or where a value is
+    NaN: a figure that was not measured, such as the step time of a MACs search)."""
+    if not values or any(math.isnan(v) for v in values):
         return math.nan, math.nan
     mean = statistics.fmean(values)
     return mean, statistics.stdev(values) if len(values) > 1 else 0.0

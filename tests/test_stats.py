@@ -186,3 +186,5 @@ def test_running_best_and_mean_std() -> None:
     assert (mean, std) == (2.0, 1.0)
     assert mean_std([4.0]) == (4.0, 0.0)
     assert all(math.isnan(v) for v in mean_std([]))
+    assert all(math.isnan(v) for v in mean_std([math.nan, math.nan, math.nan]))  # not measured: no spread
+    assert all(math.isnan(v) for v in mean_std([1.0, math.nan]))

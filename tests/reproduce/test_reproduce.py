@@ -3,6 +3,7 @@ end-to-end reproduction (the hidden --space tiny, digits data) that a second run
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import replace
@@ -400,3 +401,25 @@ def test_another_target_under_the_same_name_is_refused(reproduction: Path, capsy
     err = capsys.readouterr().err
     assert "was made with target = 'v2s'" in err and err.count("\n") == 1
 
+
+
+@pytest.mark.slow
+def test_a_macs_reproduction_times_no_step_and_quotes_none(tmp_path: Path) -> None:
+    # b0's MACs reward does not depend on the device: no precondition, no step timed anywhere
+    args = [a if a != "v2s" else "b0" for a in TINY]
+    for option, value in (("--search-seeds", "1"), ("--budget", "2"), ("--seeds", "1"), ("--rank-extra", "0")):
+        args[args.index(option) + 1] = value
+    assert main([*args, "--runs-dir", str(tmp_path), "--name", "tiny-b0"]) == 0
+    folder = tmp_path / "tiny-b0"
+    assert not (folder / PRECONDITION_FILE).exists()
+    for sub in ("search", "random"):
+        rows = RunDir(folder / sub).read_results()
+        assert rows and all(math.isnan(r["step_ms"]) for r in rows)
+        steps = folder / sub / "step_times.json"
+        assert not steps.exists() or json.loads(steps.read_text()) == {}
+    retrain = read_retrain(folder)
+    assert retrain and all(r["state"] == "COMPLETE" and math.isnan(r["step_ms"]) for r in retrain)
+    text = (folder / "report.md").read_text()
+    assert "no step was timed" in text and "MACs reward: the device plays no part" in text
+    assert "step time" not in text.split("## Answers")[1].split("\n## ")[0]
+    assert "nan" not in text
