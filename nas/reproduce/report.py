@@ -17,6 +17,7 @@ from nas.report import (
     OP_NAMES,
     RunData,
     arch_table,
+    cost_axis,
     fmt,
     fmt_count,
     load_run,
@@ -268,8 +269,10 @@ def _hardware_words(hardware: dict[str, Any]) -> str:
 
 
 def _pm(pair: tuple[float, float], digits: int = 4, seeds: int = 2) -> str:
-    """mean ± std; one seed has no spread to show."""
-    return fmt(pair[0], digits) if seeds < 2 else f"{fmt(pair[0], digits)} ± {fmt(pair[1], digits)}"
+    """mean ± std; one seed has no spread to show, and a figure never measured (NaN) no spread either."""
+    if seeds < 2 or not math.isfinite(pair[0]):
+        return fmt(pair[0], digits)
+    return f"{fmt(pair[0], digits)} ± {fmt(pair[1], digits)}"
 
 
 def _retrain_section(folder: Path, found: list[Retrained], ref: Retrained | None, retrained: list[Retrained],
@@ -511,5 +514,5 @@ def _search_section(search: RunData) -> str:
     return ("\n## The search itself\n\n"
             "Full report of the search run: [search/report.md](search/report.md) (best architecture, Pareto front, "
             "failures, settings and versions); the baseline's: [random/report.md](random/report.md).\n\n"
-            "![accuracy vs step time](search/accuracy_vs_step_time.png)\n")
+            f"![accuracy vs cost](search/{cost_axis(search)[2]})\n")
 

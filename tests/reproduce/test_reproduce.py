@@ -422,4 +422,9 @@ def test_a_macs_reproduction_times_no_step_and_quotes_none(tmp_path: Path) -> No
     text = (folder / "report.md").read_text()
     assert "no step was timed" in text and "MACs reward: the device plays no part" in text
     assert "step time" not in text.split("## Answers")[1].split("\n## ")[0]
-    assert "nan" not in text
+    assert "nan" not in text and "– ± –" not in text
+    # the search's accuracy/cost plot is against MACs: a step-time plot would be empty
+    assert "search/accuracy_vs_macs.png" in text and not (folder / "search" / "accuracy_vs_step_time.png").exists()
+    assert "Pareto front (accuracy vs MACs)" in (folder / "search" / "report.md").read_text()
+    assert_links_resolve(folder / "report.md")
+    assert_links_resolve(folder / "search" / "report.md")
