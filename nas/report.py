@@ -245,7 +245,7 @@ def cost_axis(data: RunData) -> tuple[str, str, str]:
     objective = data.objective()
     if objective is not None and not objective.spec.uses_step_time:
         return "macs", "multiply-adds of the full-size network", MACS_PLOT
-    return "step_ms", "training step time at the proxy (ms)", PLOTS["accuracy_vs_step_time"]
+    return "step_ms", "training step of the full-size network (ms)", PLOTS["accuracy_vs_step_time"]
 
 
 def write_run_plots(data: RunData, folder: Path, k: int) -> dict[str, Path]:

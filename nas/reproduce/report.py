@@ -304,7 +304,8 @@ def _retrain_section(folder: Path, found: list[Retrained], ref: Retrained | None
         x, x_err = cost_of(r, target.cost)
         return plots.Point(x, r.accuracy[0], x_err, r.accuracy[1], label)
 
-    xlabel = "training step time at the proxy (ms)" if target.cost == "step_ms" else "MACs at the proxy"
+    xlabel = ("training step of the full-size network (ms)" if target.cost == "step_ms"
+              else "multiply-adds of the full-size network")
     plots.scatter_front(folder / "retrained.png", [], xlabel=xlabel, title="retrained: mean ± std over seeds",
                         reference=point(ref, "reference") if ref is not None else None,
                         highlights=[point(r, f"trial {r.trial}") for r in found])
