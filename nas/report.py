@@ -29,7 +29,7 @@ from nas.stats import CHOICE_FIELDS, choice_frequencies, pareto_front, running_b
 FIELD_LABELS = {"op": "operator", "kernel": "kernel", "expansion": "expansion", "se": "SE ratio"}
 OP_NAMES = {"mbconv": "MBConv", "fused_mbconv": "Fused-MBConv"}
 PLOTS = {
-    "accuracy_vs_step_time": "accuracy_vs_step_time.png",  # accuracy_vs_macs.png where no step was timed
+    "accuracy_vs_step_time": "accuracy_vs_step_time.png",  # COST_AXES["macs"].plot where no step was timed
     "accuracy_vs_params": "accuracy_vs_params.png",
     "progress": "progress.png",
     "choices": "choices.png",
@@ -236,22 +236,35 @@ def stage_dicts(arch: Arch | None) -> list[dict[str, Any]] | None:
     return None if arch is None else [{name: getattr(s, name) for name in STAGE_FIELDS} for s in arch.stages]
 
 
-MACS_PLOT = "accuracy_vs_macs.png"
+@dataclass(frozen=True)
+class CostAxis:
+    """One cost accuracy is traded against, as every report names it."""
+
+    key: str  # the result row's field
+    noun: str
+    column: str  # table header
+    label: str  # plot axis
+    plot: str  # a run's accuracy-vs-cost plot file
 
 
-def cost_axis(data: RunData) -> tuple[str, str, str]:
-    """The cost a run's trials are plotted and fronted against (row key, axis label, plot file): the
-    step time, or MACs where the objective timed no step (a MACs search)."""
+COST_AXES = {
+    "step_ms": CostAxis("step_ms", "step time", "step ms", "training step of the full-size network (ms)",
+                        PLOTS["accuracy_vs_step_time"]),
+    "macs": CostAxis("macs", "MACs", "MACs", "multiply-adds of the full-size network", "accuracy_vs_macs.png"),
+}
+
+
+def cost_axis(data: RunData) -> CostAxis:
+    """The cost a run's trials are plotted and fronted against: the step time, or MACs where the
+    objective timed no step (a MACs search)."""
     objective = data.objective()
-    if objective is not None and not objective.spec.uses_step_time:
-        return "macs", "multiply-adds of the full-size network", MACS_PLOT
-    return "step_ms", "training step of the full-size network (ms)", PLOTS["accuracy_vs_step_time"]
+    return COST_AXES["macs" if objective is not None and not objective.spec.uses_step_time else "step_ms"]
 
 
 def write_run_plots(data: RunData, folder: Path, k: int) -> dict[str, Path]:
     """The four plots of a run report, written into `folder`."""
     complete = data.complete
-    cost, cost_label, cost_plot = cost_axis(data)
+    cost = cost_axis(data)
     best, ref = data.best, data.reference_row
     title = f"run {data.run.name}: {len(complete)} complete trials"
 
@@ -263,10 +276,10 @@ def write_run_plots(data: RunData, folder: Path, k: int) -> dict[str, Path]:
     others = [r for r in complete if r is not best and r is not ref]
     paths = {
         "accuracy_vs_step_time": plots.scatter_front(
-            folder / cost_plot,
-            [plots.Point(r[cost], r["accuracy"]) for r in others if _num(r.get(cost))],
-            xlabel=cost_label, title=title, log_x=cost == "macs",
-            reference=point(ref, cost, "reference"), best=point(best, cost, "best reward"),
+            folder / cost.plot,
+            [plots.Point(r[cost.key], r["accuracy"]) for r in others if _num(r.get(cost.key))],
+            xlabel=cost.label, title=title, log_x=cost.key == "macs",
+            reference=point(ref, cost.key, "reference"), best=point(best, cost.key, "best reward"),
         ),
         "accuracy_vs_params": plots.scatter_front(
             folder / PLOTS["accuracy_vs_params"],
@@ -329,8 +342,8 @@ def render(data: RunData, k: int, full_counts: bool = True) -> str:
     out.append("Every complete trial at the proxy; the orange line is the Pareto front (faster or smaller "
                "and more accurate), the red star the reference architecture trained the same way, the green "
                "diamond the trial with the best reward.\n\n")
-    cost, _, cost_plot = cost_axis(data)
-    out.append(f"![accuracy vs {'MACs' if cost == 'macs' else 'step time'}]({cost_plot})\n")
+    cost = cost_axis(data)
+    out.append(f"![accuracy vs {cost.noun}]({cost.plot})\n")
     out.append(f"![accuracy vs params]({PLOTS['accuracy_vs_params']})\n")
     out.append(_front_table(data))
     out.append("\n## Search progress\n\n")
@@ -415,18 +428,17 @@ def _stage_summary(arch_string: str) -> str:
 
 
 def _front_table(data: RunData) -> str:
-    cost = cost_axis(data)[0]
-    complete = [r for r in data.complete if _num(r.get(cost))]
+    cost = cost_axis(data)
+    complete = [r for r in data.complete if _num(r.get(cost.key))]
     if not complete:
         return ""
-    front = [complete[i] for i in pareto_front([r[cost] for r in complete], [r["accuracy"] for r in complete])]
+    front = [complete[i] for i in pareto_front([r[cost.key] for r in complete], [r["accuracy"] for r in complete])]
     ref = data.reference_row
     rows = [[r["number"] if r is not ref else f"{r['number']} (reference)", fmt(r["accuracy"]),
-             fmt(r["step_ms"], 1) if cost == "step_ms" else fmt_count(r["macs"]), fmt_count(r["params"]),
+             fmt(r["step_ms"], 1) if cost.key == "step_ms" else fmt_count(r["macs"]), fmt_count(r["params"]),
              fmt(r["reward"])] for r in front]
-    noun, column = ("step time", "step ms") if cost == "step_ms" else ("MACs", "MACs")
-    return (f"\nPareto front (accuracy vs {noun}): {plural(len(front), 'trial')}\n\n"
-            + md_table(["trial", "accuracy", column, "params", "reward"], rows))
+    return (f"\nPareto front (accuracy vs {cost.noun}): {plural(len(front), 'trial')}\n\n"
+            + md_table(["trial", "accuracy", cost.column, "params", "reward"], rows))
 
 
 def _choices_section(data: RunData, k: int) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 from nas.arch import Arch
 from nas.objective import Objective
 from nas.report import (
+    COST_AXES,
     interrupted,
 )
 from nas.reproduce.retrain import Candidate
@@ -74,7 +75,6 @@ def summarise_retrain(rows: Sequence[dict[str, Any]], candidates: Sequence[Candi
     return out
 
 
-COSTS = {"step_ms": "step time", "macs": "MACs"}
 REWARD_WORDS = {"beats": "better reward", "matches": "same reward within the spread",
                 "loses to": "worse reward", "is untested against": f"fewer than {MIN_POINTS} seeds: a direction only"}
 
@@ -100,7 +100,7 @@ def compare(found: Retrained, ref: Retrained, cost: str = "step_ms") -> tuple[st
         on_reward = "beats" if found.reward[0] > ref.reward[0] else "loses to"
     else:  # NaN here: equal constant rewards
         on_reward = "matches"
-    noun = COSTS[cost]
+    noun = COST_AXES[cost].noun
     fa, fs, ra, rs = found.accuracy[0], cost_of(found, cost)[0], ref.accuracy[0], cost_of(ref, cost)[0]
     ratio = f"{fa - ra:+.4f} accuracy at {fs / rs:.2f}× the {noun}" if rs else f"{fa - ra:+.4f} accuracy"
     axes = [("accuracy", found.accuracy, ref.accuracy)]

@@ -14,6 +14,7 @@ from nas.arch import Arch
 from nas.errors import RunError
 from nas.objective import Objective
 from nas.report import (
+    COST_AXES,
     OP_NAMES,
     RunData,
     arch_table,
@@ -27,7 +28,6 @@ from nas.report import (
     write_report,
 )
 from nas.reproduce.analysis import (
-    COSTS,
     REWARD_WORDS,
     Retrained,
     best_after,
@@ -304,12 +304,11 @@ def _retrain_section(folder: Path, found: list[Retrained], ref: Retrained | None
         x, x_err = cost_of(r, target.cost)
         return plots.Point(x, r.accuracy[0], x_err, r.accuracy[1], label)
 
-    xlabel = ("training step of the full-size network (ms)" if target.cost == "step_ms"
-              else "multiply-adds of the full-size network")
-    plots.scatter_front(folder / "retrained.png", [], xlabel=xlabel, title="retrained: mean ± std over seeds",
+    plots.scatter_front(folder / "retrained.png", [], xlabel=COST_AXES[target.cost].label,
+                        title="retrained: mean ± std over seeds",
                         reference=point(ref, "reference") if ref is not None else None,
                         highlights=[point(r, f"trial {r.trial}") for r in found])
-    out.append(f"\n![retrained accuracy vs {COSTS[target.cost]}](retrained.png)\n")
+    out.append(f"\n![retrained accuracy vs {COST_AXES[target.cost].noun}](retrained.png)\n")
     if found:
         out.append(f"\nBest found (trial {found[0].trial}), full-size layout:\n\n")
         out.append(arch_table(Arch.from_string(found[0].arch)))
@@ -515,5 +514,5 @@ def _search_section(search: RunData) -> str:
     return ("\n## The search itself\n\n"
             "Full report of the search run: [search/report.md](search/report.md) (best architecture, Pareto front, "
             "failures, settings and versions); the baseline's: [random/report.md](random/report.md).\n\n"
-            f"![accuracy vs cost](search/{cost_axis(search)[2]})\n")
+            f"![accuracy vs cost](search/{cost_axis(search).plot})\n")
 
