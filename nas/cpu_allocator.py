@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 # mallopt parameters from glibc's malloc.h
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
+# glibc's starting value of both thresholds (it then raises the mmap one as blocks are freed)
+GLIBC_DEFAULT_THRESHOLD_BYTES = 128 * 1024
 # the largest mmap threshold glibc accepts on 64-bit (HEAP_MAX / 2); a block above it is a
 # tensor far bigger than any part the timing shape produces
 MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024
@@ -41,7 +43,19 @@ def keep_freed_memory() -> bool:
     return _applied
 
 
-def _set_thresholds() -> bool:
+def release_freed_memory() -> bool:
+    """Undo keep_freed_memory: glibc's starting thresholds again, so large blocks go back to the
+    system on `free` (glibc no longer raises the mmap threshold by itself once it was set).
+    False where there is no glibc."""
+    global _applied
+    released = _set_thresholds(GLIBC_DEFAULT_THRESHOLD_BYTES, GLIBC_DEFAULT_THRESHOLD_BYTES)
+    if released:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand back what was kept: the heap's free top
+    _applied = None
+    return released
+
+
+def _set_thresholds(mmap_bytes: int = MMAP_THRESHOLD_BYTES, trim_bytes: int = TRIM_THRESHOLD_BYTES) -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -52,5 +66,4 @@ def _set_thresholds() -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     # mallopt returns 1 on success
-    return mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1 and \
-        mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1
+    return mallopt(_M_MMAP_THRESHOLD, mmap_bytes) == 1 and mallopt(_M_TRIM_THRESHOLD, trim_bytes) == 1

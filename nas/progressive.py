@@ -28,6 +28,7 @@ from torch import nn
 from nas.arch import Validator
 from nas.data import resize
 from nas.errors import ConfigError
+from nas.paths import is_file, user_path
 
 Pair = tuple[float, float]
 
@@ -184,8 +185,10 @@ def recipe_path(arch_path: str | Path) -> Path:
 
 def find_recipe(arch_spec: str) -> TrainingRecipe | None:
     """The recipe beside an architecture file, if there is one."""
-    path = recipe_path(Path(arch_spec).expanduser())
-    return TrainingRecipe.load(path) if path.is_file() and Path(arch_spec).expanduser().is_file() else None
+    if not is_file(arch_spec):  # a name or an architecture string: no file beside it
+        return None
+    path = recipe_path(user_path(arch_spec))  # type: ignore[arg-type]  # is_file: a path
+    return TrainingRecipe.load(path) if is_file(path) else None
 
 
 def _magnitude(v: Validator, value: Any, path: str) -> float:

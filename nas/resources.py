@@ -6,7 +6,8 @@ from importlib import resources
 from pathlib import Path
 
 from nas.arch import Arch
-from nas.errors import ConfigError
+from nas.errors import ConfigError, describe
+from nas.paths import is_dir, is_file, user_path
 
 
 def _spaces_root() -> Path:
@@ -16,13 +17,6 @@ def _spaces_root() -> Path:
         return Path(str(resources.files("nas.search_spaces")))
     except ModuleNotFoundError:
         return Path(__file__).resolve().parent.parent / "search_spaces"
-
-
-def _user_path(name: str) -> Path:
-    try:
-        return Path(name).expanduser()
-    except RuntimeError:  # `~nobody/x.yaml` with no such user: keep it literal, reported as missing
-        return Path(name)
 
 
 def space_names() -> list[str]:
@@ -37,24 +31,37 @@ def space_path(name: str) -> Path:
     """Path of a shipped space by name, or of a user's YAML file."""
     if name in space_names():
         return _spaces_root() / f"{name}.yaml"
-    path = _user_path(name)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise ConfigError(f"search space file {name!r} does not exist")
+    path = user_path(name)
+    if path is not None and is_file(path):
         return path
-    raise ConfigError(f"unknown search space {name!r}; allowed: {', '.join(space_names())} or a YAML file path")
+    if is_dir(name):
+        raise ConfigError(f"search space {describe(name)} is a directory; allowed: {', '.join(space_names())} "
+                          f"or a YAML file path")
+    if _looks_like_yaml_path(name):
+        raise ConfigError(f"search space file {describe(name)} does not exist")
+    raise ConfigError(f"unknown search space {describe(name)}; allowed: {', '.join(space_names())} or a YAML file path")
 
 
-def load_arch(name_or_path: str) -> Arch:
-    """A reference architecture by name (`efficientnet-b0`, ...) or an architecture YAML file."""
+def _looks_like_yaml_path(text: str) -> bool:
+    return "," not in text and text.rstrip().endswith((".yaml", ".yml"))
+
+
+def load_arch(name_or_path: str, base: Path | None = None) -> Arch:
+    """An architecture from a user's argument: an existing file is a file, a known name is a
+    reference (`efficientnet-b0`, ...), anything else is parsed as an architecture string.
+
+    `base` is the folder a relative file name is read from (a space file's own folder). Whatever
+    the text, the error is one ConfigError naming what is wrong, never the file system's.
+    """
+    if is_file(name_or_path, base):
+        return Arch.load(user_path(name_or_path, base))  # type: ignore[arg-type]  # is_file: a path
     if name_or_path in reference_names():
         return Arch.load(_spaces_root() / "arches" / f"{name_or_path}.yaml")
-    path = _user_path(name_or_path)
-    if path.is_file():
-        return Arch.load(path)
+    allowed = f"allowed: {', '.join(reference_names())}, an architecture YAML file or an architecture string"
+    if is_dir(name_or_path, base):
+        raise ConfigError(f"architecture {describe(name_or_path)} is a directory; {allowed}")
+    if _looks_like_yaml_path(name_or_path):
+        raise ConfigError(f"architecture file {describe(name_or_path)} does not exist; {allowed}")
     if "," in name_or_path:
         return Arch.from_string(name_or_path)
-    raise ConfigError(
-        f"unknown architecture {name_or_path!r}; allowed: {', '.join(reference_names())}, "
-        f"an architecture YAML file or an architecture string"
-    )
+    raise ConfigError(f"unknown architecture {describe(name_or_path)}; {allowed}")

@@ -30,7 +30,8 @@ from typing import Any
 import yaml
 
 from nas.arch import Arch
-from nas.errors import ConfigError, RunError
+from nas.errors import ConfigError, RunError, describe
+from nas.paths import is_file, user_path
 
 RESULT_COLUMNS = [
     "number", "state", "reward", "accuracy", "step_ms", "step_spread", "ref_step_ms", "params", "macs", "epochs",
@@ -137,10 +138,10 @@ class RunDir:
     @classmethod
     def locate(cls, name_or_path: str, runs_dir: str | Path = "runs") -> RunDir:
         """An existing run by name (under runs_dir) or by path."""
-        for candidate in (Path(runs_dir) / name_or_path, Path(name_or_path)):
-            if (candidate / "config.yaml").is_file():
+        for base in (Path(runs_dir), None):
+            if is_file(Path(name_or_path) / "config.yaml", base) and (candidate := user_path(name_or_path, base)):
                 return cls(candidate)
-        raise RunError(f"no run named {name_or_path!r} in {runs_dir}/ (and no run folder at that path)")
+        raise RunError(f"no run named {describe(name_or_path)} in {runs_dir}/ (and no run folder at that path)")
 
     def start(self, config: dict[str, Any], space_text: str, resume: bool) -> None:
         """Create a new run, or check that a resumed one was made with the same settings."""

@@ -18,13 +18,13 @@ import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import yaml
 
 from nas.arch import Arch, round_channels, round_layers
 from nas.errors import ConfigError, TrialError, describe
+from nas.paths import is_file, user_path
 from nas.progressive import ProgressiveSchedule, TrainingRecipe
 from nas.runs import RunDir, atomic_write
 
@@ -188,8 +188,8 @@ def parse_phis(text: str) -> list[float]:
 
 def parse_coefficients(text: str) -> Coefficients:
     """`1.2,1.1,1.15` or a coefficients.yaml written by the grid search."""
-    path = Path(text).expanduser()
-    if path.is_file():
+    path = user_path(text)
+    if path is not None and is_file(path):
         try:
             data = yaml.safe_load(path.read_text()) or {}
             return Coefficients(*(float(data[k]) for k in ("alpha", "beta", "gamma")))

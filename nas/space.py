@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import yaml
 
 from nas.arch import KERNELS, OPS, STRIDES, Arch, Stage, Validator, parse_frame, round_channels, round_layers
-from nas.errors import ConfigError, describe
+from nas.errors import ConfigError
 from nas.measure import Repeats
 from nas.resources import load_arch, reference_names, space_path
 from nas.step_cost import METHODS, TimingShape
@@ -427,12 +427,7 @@ def _parse_reference(raw: Any, v: Validator, base_dir: Path) -> Arch:
         return Arch.from_dict(raw, source=f"{v.source}: reference")
     if not isinstance(raw, str):
         v.fail("reference", raw, f"a reference name ({', '.join(reference_names())}), an arch file or a mapping")
-    if raw in reference_names():
-        return load_arch(raw)
-    path = (base_dir / raw).expanduser()
-    if not path.is_file():
-        raise ConfigError(
-            f"{v.source}: reference must be one of {reference_names()}, an architecture file or a mapping, "
-            f"but got {describe(raw)}"
-        )
-    return Arch.load(path)
+    try:
+        return load_arch(raw, base=base_dir)
+    except ConfigError as exc:
+        raise ConfigError(f"{v.source}: reference: {exc}") from None

@@ -13,8 +13,25 @@ from types import ModuleType
 from typing import NoReturn
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Property tests: CI runs the same examples every time (derandomized, no example database), so
+# a red run re-runs red and can be debugged. `HYPOTHESIS_PROFILE=fuzz python -m pytest
+# tests/test_fuzz_inputs.py` draws fresh random examples, FUZZ_FACTOR times as many, to hunt.
+FUZZ_FACTOR = 25
+_QUIET = [HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large]
+settings.register_profile("ci", deadline=None, derandomize=True, database=None, suppress_health_check=_QUIET)
+settings.register_profile("fuzz", deadline=None, derandomize=False, database=None, suppress_health_check=_QUIET,
+                          print_blob=True)
+HYPOTHESIS_PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
+settings.load_profile(HYPOTHESIS_PROFILE)
+
+
+def examples(n: int) -> int:
+    """A property test's example count under the loaded profile: n in CI, many more when fuzzing."""
+    return n * FUZZ_FACTOR if HYPOTHESIS_PROFILE == "fuzz" else n
 
 
 def _private_temp_folder() -> str:

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nas.arch import KERNELS, OPS, STRIDES, Arch
@@ -32,7 +32,8 @@ from nas.data import dataset_names
 from nas.errors import ConfigError
 from nas.resources import load_arch, reference_names, space_path
 from nas.space import OBJECTIVE_KINDS, SearchSpace
-from tests.conftest import run_nas
+from nas.step_cost import METHODS
+from tests.conftest import examples, run_nas
 
 # -- case counts (printed by the terminal-summary hook in tests/conftest.py) ----------------
 CASES: Counter[str] = Counter()
@@ -50,17 +51,9 @@ def summary_line(failed_nodeids: list[str]) -> str | None:
     return f"fuzzed inputs: {parts} - {verdict}"
 
 
-# Reproducible in CI, no example database written into the checkout.
-_FUZZ = settings(
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
-)
-
-
-def fuzz(examples: int) -> settings:
-    return settings(_FUZZ, max_examples=examples)
+def fuzz(n: int) -> settings:
+    """n examples on top of the loaded profile (tests/conftest.py: `ci` derandomized, or `fuzz`)."""
+    return settings(max_examples=examples(n))
 
 # -- the schema, as a spec independent of the parsers --------------------------------------
 ARCH_KEYS = {"name", "resolution", "width", "depth", "dropout", "drop_path", "stem", "head", "stages", "string"}
@@ -73,7 +66,7 @@ ALLOWED_KEYS: dict[tuple[str, ...], set[str]] = {
     ("stages", "[]"): STAGE_KEYS,
     ("proxy",): {"resolution", "width", "depth", "stem_stride", "epochs", "batch", "lr", "max_train", "dropout",
                  "drop_path"},
-    ("measure",): {"batch", "warmup", "steps"},
+    ("measure",): {"method", "batch", "resolution", "in_channels", "warmup", "steps", "max_steps", "target_spread"},
     ("objective",): {"kind", "step_time_weight", "params_weight", "macs_weight", "target_macs"},
 }
 ARCH_ALLOWED_KEYS = {(): ARCH_KEYS, ("stem",): {"channels", "stride"}, ("head",): {"channels"},
@@ -81,10 +74,10 @@ ARCH_ALLOWED_KEYS = {(): ARCH_KEYS, ("stem",): {"channels", "stride"}, ("head",)
 ALL_KEYS = set().union(*ALLOWED_KEYS.values(), ARCH_KEYS)
 
 INT_FIELDS = {"channels", "layers", "kernel", "stride", "stem_stride", "resolution", "epochs", "batch", "max_train",
-              "warmup", "steps"}
+              "warmup", "steps", "max_steps", "in_channels"}
 NUMBER_FIELDS = {"width", "depth", "dropout", "drop_path", "lr", "se", "expansion", "step_time_weight",
-                 "params_weight", "macs_weight", "target_macs"}
-STR_FIELDS = {"name", "about", "op", "kind", "reference", "string"}
+                 "params_weight", "macs_weight", "target_macs", "target_spread"}
+STR_FIELDS = {"name", "about", "op", "kind", "reference", "string", "method"}
 REQUIRED_STAGE_KEYS = ("op", "kernel", "expansion", "channels", "layers")
 
 NONFINITE = st.sampled_from([math.nan, math.inf, -math.inf])
@@ -105,6 +98,10 @@ OUT_OF_RANGE: dict[str, st.SearchStrategy] = {
     "layers": st.integers(max_value=0),
     "epochs": st.integers(max_value=0),
     "steps": st.integers(max_value=0),
+    "max_steps": st.integers(max_value=0),
+    "in_channels": st.integers(max_value=0),
+    "target_spread": st.one_of(st.floats(max_value=-1e-9), NONFINITE),
+    "method": WORD.filter(lambda w: w not in METHODS),
     "batch": st.integers(max_value=0),
     "warmup": st.integers(max_value=-1),
     "max_train": st.integers(max_value=9),
@@ -642,8 +639,8 @@ def test_cli_rejects_unknown_datasets(name: str, scratch: Path) -> None:
     [
         (["search", "--space", "/no/such/dir/space.yaml"], "does not exist"),
         (["search", "--space", "~nobody-here-at-all/space.yaml"], "does not exist"),
-        (["search", "--space", "{tmp}"], "does not exist"),  # a directory is not a space file
-        (["search", "--space", "{tmp}/dir.yaml"], "does not exist"),  # nor one named like a file
+        (["search", "--space", "{tmp}"], "is a directory"),  # a directory is not a space file
+        (["search", "--space", "{tmp}/dir.yaml"], "is a directory"),  # nor one named like a file
         (["search", "--space", "tiny", "--dataset", "cifar10:/no/such/dir"], "/no/such/dir"),
         (["search", "--space", "tiny", "--dataset", "imagefolder:/no/such/dir"], "/no/such/dir"),
         (["search", "--space", "tiny", "--dataset", "cifar100:"], "needs a directory"),
@@ -652,8 +649,9 @@ def test_cli_rejects_unknown_datasets(name: str, scratch: Path) -> None:
         (["search", "--space", "tiny", "--name", "../escape"], "--name must be a plain folder name"),
         (["search", "--space", "tiny", "--budget", "1", "--epochs", "0"], "--epochs"),
         (["search", "--space", "tiny", "--budget", "1", "--val-fraction", "1.5"], "--val-fraction"),
-        (["arch", "/no/such/arch.yaml"], "unknown architecture"),
-        (["arch", "~nobody-here-at-all/arch.yaml"], "unknown architecture"),
+        (["arch", "/no/such/arch.yaml"], "architecture file '/no/such/arch.yaml' does not exist"),
+        (["arch", "~nobody-here-at-all/arch.yaml"], "does not exist"),
+        (["arch", "{tmp}"], "is a directory"),
         (["arch", "efficientnet-b0", "--classes", "0"], "--classes"),
         (["show", "no-such-run"], "no run named 'no-such-run'"),
     ],

@@ -55,3 +55,71 @@ def test_wheel_install_finds_spaces_and_references(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=120)
     assert cli.returncode == 0, cli.stderr
     assert json.loads(cli.stdout)["params"] == 5_288_548
+
+
+# -- the locked test environment ------------------------------------------------------------
+LOCK = REPO / "requirements" / "test.lock"
+
+
+def _locked() -> dict[str, str]:
+    """{normalised name: version} of the lock's entries whose marker holds on this interpreter."""
+    from packaging.markers import Marker
+    from packaging.utils import canonicalize_name
+
+    pins = {}
+    for line in LOCK.read_text().splitlines():
+        if not line or line.startswith((" ", "#")):
+            continue
+        requirement, _, marker = line.partition(";")
+        if marker.strip() and not Marker(marker.strip()).evaluate():
+            continue
+        name, _, version = requirement.strip().partition("==")
+        pins[canonicalize_name(name)] = version
+    return pins
+
+
+def _test_closure() -> set[str]:
+    """Every distribution `nas[test]` needs here, transitively (what the README's command 2 installs)."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    seen: set[tuple[str, str]] = set()
+    todo = [Requirement("nas[test]")]
+    while todo:
+        req = todo.pop()
+        for extra in sorted(req.extras) or [""]:
+            if (canonicalize_name(req.name), extra) in seen:
+                continue
+            seen.add((canonicalize_name(req.name), extra))
+            for dep in map(Requirement, metadata.requires(req.name) or []):
+                if dep.marker is None or dep.marker.evaluate({"extra": extra}):
+                    todo.append(dep)
+    return {name for name, _ in seen} - {"nas"}
+
+
+def test_the_test_environment_is_the_locked_one() -> None:
+    """README command 2 installs through requirements/test.lock: every package the test extra
+    needs is pinned there, and is installed at exactly that version (torch's local build label,
+    `+cpu`, aside). Fails when the suite runs in an environment installed another way."""
+    from importlib import metadata
+
+    from packaging.version import Version
+
+    pins = _locked()
+    assert Version(pins["torch"]) == Version("2.13.0")  # the README's pin
+    wrong = []
+    for name in sorted(_test_closure()):
+        assert name in pins, f"{name} is needed by nas[test] but not in {LOCK.name}: refresh the lock (README)"
+        installed = Version(metadata.version(name))
+        if Version(installed.public) != Version(pins[name]):
+            wrong.append(f"{name} {installed} (locked {pins[name]})")
+    assert not wrong, "not the locked versions: " + ", ".join(wrong) + "; install with README command 2"
+
+
+def test_ci_runs_the_readmes_test_command_verbatim() -> None:
+    readme = (REPO / "README.md").read_text()
+    command_2 = next(line for line in readme.splitlines() if line.startswith("pip install") and "pytest" in line)
+    assert "-c requirements/test.lock" in command_2
+    assert command_2 in (REPO / ".ci" / "run").read_text()

@@ -28,9 +28,10 @@ def resolve_source(spec: str, runs_dir: str) -> tuple[Any, Path | None]:
     """(architecture, weights file or None): a train folder, a search run or an architecture."""
     from nas.arch import Arch
     from nas.commands.scale import resolve_source as scale_source
+    from nas.paths import is_file, user_path
 
-    for folder in (Path(spec).expanduser(), Path(runs_dir) / spec):
-        if (folder / "train.yaml").is_file() and (folder / "arch.yaml").is_file():
+    for folder in (user_path(spec), user_path(spec, Path(runs_dir))):
+        if folder is not None and is_file(folder / "train.yaml") and is_file(folder / "arch.yaml"):
             weights = folder / "model.pt"
             return Arch.load(folder / "arch.yaml"), weights if weights.is_file() else None
     arch, _ = scale_source(spec, runs_dir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import re
 import sys
 from pathlib import Path
@@ -53,7 +54,14 @@ def add_parser(sub: Any) -> None:
 def default_output(args: argparse.Namespace, arch: Any) -> Path:
     if args.output:
         return Path(args.output).expanduser()
-    name = arch.name or Path(args.arch).stem
+    from nas.paths import is_file
+
+    if arch.name:
+        name = arch.name
+    elif is_file(args.arch):
+        name = Path(args.arch).stem
+    else:  # an architecture string: hundreds of characters, too long for a folder name
+        name = "arch-" + hashlib.sha1(arch.to_string().encode()).hexdigest()[:10]
     return Path(args.runs_dir) / f"train-{re.sub(r'[^A-Za-z0-9_.-]+', '-', name)}"
 
 
