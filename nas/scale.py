@@ -261,12 +261,14 @@ def search_coefficients(
     best.yaml) plus coefficients.yaml with the winner; `nas show` reads it.
     """
     from nas.data import load_dataset
-    from nas.measure import StepTimeCache
+    from nas.device import resolve_device
+    from nas.hardware import fingerprint
     from nas.search.outcome import COMPLETE, INTERRUPTED, attempt
+    from nas.step_table import current_table
 
     settings = job.settings
     candidates = pick_candidates(coefficient_grid(job.step, tolerance=job.tolerance), job.budget)
-    cache = StepTimeCache(run.path / "step_times.json")
+    cache = current_table(fingerprint(resolve_device(settings.device))).cache()  # this machine's table
     rows: list[dict[str, Any]] = []
     for number, c in enumerate(candidates):
         arch = scale(job.source, width=c.beta, depth=c.alpha,

@@ -92,6 +92,8 @@ class Measure:
     steps: int = 5
     max_steps: int = 20
     target_spread: float = 0.05
+    # a run re-times the reference; further than this from the table, the table starts afresh
+    drift_tolerance: float = 0.05
 
     def repeats(self) -> Repeats:
         return Repeats(warmup=self.warmup, steps=self.steps, max_steps=self.max_steps,
@@ -384,7 +386,7 @@ def _parse_proxy(raw: Any, v: Validator) -> Proxy:
 def _parse_measure(raw: Any, v: Validator) -> Measure:
     v.mapping(raw, "measure")
     v.known_keys(raw, "measure", {"method", "batch", "resolution", "in_channels", "warmup", "steps", "max_steps",
-                                  "target_spread"})
+                                  "target_spread", "drift_tolerance"})
     d = Measure()
 
     def optional(key: str, minimum: int) -> int | None:
@@ -404,6 +406,8 @@ def _parse_measure(raw: Any, v: Validator) -> Measure:
         steps=steps,
         max_steps=max_steps,
         target_spread=v.number(raw.get("target_spread", d.target_spread), "measure.target_spread", minimum=0.0),
+        drift_tolerance=v.number(raw.get("drift_tolerance", d.drift_tolerance), "measure.drift_tolerance",
+                                 minimum=0.0),
     )
 
 

@@ -39,6 +39,7 @@ from nas.measure import (
 )
 from nas.model import build
 from nas.model.network import EfficientNet
+from nas.step_table import Drift
 
 METHODS = ("table", "network")
 
@@ -117,24 +118,44 @@ def network_parts(net: EfficientNet, shape: TimingShape) -> list[Part]:
 
 
 @lru_cache(maxsize=4096)
-def part_keys(arch: Arch, shape: TimingShape) -> tuple[str, ...]:
-    """The keys of `arch`'s parts at `shape`, memoised per process: every trial looks up the
-    reference's S again, and building even a meta network costs ~0.2 s for V2-S."""
+def meta_parts(arch: Arch, shape: TimingShape) -> tuple[Part, ...]:
+    """`arch`'s parts at `shape` on the meta device (shapes without memory or compute), memoised
+    per process: every trial looks up the reference's S again, and building even a meta network
+    costs ~0.2 s for V2-S. A part to be timed is materialised on its own (`_materialise`): the
+    full-size network is never built for real just to learn its shapes."""
     with torch.device("meta"):
         meta_net = build(arch, num_classes=shape.num_classes, in_channels=shape.in_channels)
-    return tuple(part.key() for part in network_parts(meta_net, shape))
+    return tuple(network_parts(meta_net, shape))
+
+
+def part_keys(arch: Arch, shape: TimingShape) -> tuple[str, ...]:
+    """The keys of `arch`'s parts at `shape`."""
+    return tuple(part.key() for part in meta_parts(arch, shape))
+
+
+def _materialise(part: Part, device: torch.device) -> nn.Module:
+    """A real copy of a part on `device`, freshly initialised (seeded by the caller): weights from
+    the layers' own initialisers, never uninitialised memory (denormals step slower on a CPU)."""
+    module = copy.deepcopy(part.module)
+    if any(t.is_meta for t in (*module.parameters(), *module.buffers())):
+        module = module.to_empty(device=device)
+        for layer in module.modules():
+            reset = getattr(layer, "reset_parameters", None)
+            if callable(reset):
+                reset()  # convolutions, linear layers; BatchNorm resets its running statistics too
+    return module
 
 
 def _time_part(part: Part, shape: TimingShape, device: torch.device, repeats: Repeats) -> StepTime:
     """Forward + backward (into the part's input too, as inside the network) + SGD step of one part."""
     with torch.random.fork_rng(devices=rng_devices(device)):
         torch.manual_seed(0)
-        net = prepare(copy.deepcopy(part.module), device)
+        net = prepare(_materialise(part, device), device)
         net.train()
         optimizer = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
-        x = to_device(torch.randn(part.input_shape), device)
+        x = to_device(torch.randn(part.input_shape, device=device), device)  # made on the device
         x.requires_grad_(part.kind != "stem")  # the images need no gradient; every later input does
-        labels = torch.randint(0, shape.num_classes, (shape.batch,)).to(device)
+        labels = torch.randint(0, shape.num_classes, (shape.batch,), device=device)
 
         def step() -> None:
             with autocast(device):
@@ -162,35 +183,81 @@ def table_step_time(arch: Arch, shape: TimingShape, device: torch.device, repeat
                     cache: StepTimeCache | None = None, hardware: Hardware | None = None) -> StepTime:
     """S by the table: the sum of the cached (or now timed) step times of `arch`'s parts."""
     hardware = hardware or fingerprint(device)
-    timed = timing_arch(arch)
-    keys = [f"{hardware.key()}|{key}" for key in part_keys(timed, shape)]
+    parts = meta_parts(timing_arch(arch), shape)
+    keys = [f"{hardware.key()}|{part.key()}" for part in parts]
     found = {k: cache.get(k) if cache is not None else None for k in keys}
-    if any(v is None for v in found.values()):
-        warm_up_process(device)
-        real_parts = network_parts(build(timed, num_classes=shape.num_classes, in_channels=shape.in_channels),
-                                   shape)
-        for key, part in zip(keys, real_parts, strict=True):
-            if found[key] is None:
-                found[key] = _time_part(part, shape, device, repeats)
-                if cache is not None:
-                    cache.put(key, found[key])
+    for key, part in zip(keys, parts, strict=True):
+        if found[key] is None:
+            warm_up_process(device)
+            found[key] = _time_part(part, shape, device, repeats)
+            if cache is not None:
+                cache.put(key, found[key])
     return _combine([found[k] for k in keys])  # type: ignore[misc]
+
+
+def table_parts(arch: Arch, shape: TimingShape, hardware: Hardware) -> dict[str, Part]:
+    """{table key: part} of `arch` at `shape`, each distinct part once."""
+    return {f"{hardware.key()}|{part.key()}": part for part in meta_parts(timing_arch(arch), shape)}
+
+
+def time_missing_parts(parts: dict[str, Part], shape: TimingShape, device: torch.device, repeats: Repeats,
+                       cache: StepTimeCache, on_part=None) -> int:
+    """Time every part the table lacks (`nas calibrate`); `on_part()` after each. Returns how many."""
+    timed = 0
+    for key, part in parts.items():
+        if cache.get(key) is None:
+            warm_up_process(device)
+            cache.put(key, _time_part(part, shape, device, repeats))
+            timed += 1
+        if on_part is not None:
+            on_part()
+    return timed
+
+
+def _network_key(arch: Arch, shape: TimingShape, hardware: Hardware) -> str:
+    return f"{hardware.key()}|network|{shape.token()}|{arch.to_string()}"
+
+
+def retime_reference(reference: Arch, shape: TimingShape, device: torch.device, repeats: Repeats, method: str,
+                     table: StepTimeCache, hardware: Hardware) -> tuple[dict[str, StepTime], Drift | None]:
+    """Time the reference afresh (its parts, or its whole network), not from the table: the
+    fresh entries by key, and their drift from the table's entries for the same keys (None
+    when the table has none of them yet). Each occurrence of a part counts, as in S."""
+    if method == "table":
+        parts = meta_parts(timing_arch(reference), shape)
+        keys = [f"{hardware.key()}|{part.key()}" for part in parts]
+        fresh: dict[str, StepTime] = {}
+        warm_up_process(device)
+        for key, part in zip(keys, parts, strict=True):
+            if key not in fresh:
+                fresh[key] = _time_part(part, shape, device, repeats)
+    else:
+        keys = [_network_key(reference, shape, hardware)]
+        fresh = {keys[0]: _time_network(reference, shape, device, repeats)}
+    known = [k for k in keys if table.get(k) is not None]
+    if not known:
+        return fresh, None
+    then = sum(table.get(k).median_ms for k in known)  # type: ignore[union-attr]
+    return fresh, Drift(table_ms=then, now_ms=sum(fresh[k].median_ms for k in known))
 
 
 def network_step_time(arch: Arch, shape: TimingShape, device: torch.device, repeats: Repeats,
                       cache: StepTimeCache | None = None, hardware: Hardware | None = None) -> StepTime:
     """S by timing the candidate's whole full-size network at `shape` (exact, seconds per trial)."""
     hardware = hardware or fingerprint(device)
-    key = f"{hardware.key()}|network|{shape.token()}|{arch.to_string()}"
+    key = _network_key(arch, shape, hardware)
     step = cache.get(key) if cache is not None else None
     if step is None:
-        model = build(arch, num_classes=shape.num_classes, in_channels=shape.in_channels)
-        step = measure_step_time(model, batch=shape.batch, resolution=shape.resolution,
-                                 in_channels=shape.in_channels, num_classes=shape.num_classes, device=device,
-                                 repeats=repeats)
+        step = _time_network(arch, shape, device, repeats)
         if cache is not None:
             cache.put(key, step)
     return step
+
+
+def _time_network(arch: Arch, shape: TimingShape, device: torch.device, repeats: Repeats) -> StepTime:
+    model = build(arch, num_classes=shape.num_classes, in_channels=shape.in_channels)
+    return measure_step_time(model, batch=shape.batch, resolution=shape.resolution, in_channels=shape.in_channels,
+                             num_classes=shape.num_classes, device=device, repeats=repeats)
 
 
 def step_cost(arch: Arch, shape: TimingShape, device: torch.device, repeats: Repeats, method: str = "table",

@@ -37,7 +37,9 @@ def served_by_mmap(size):
     return mapped == 1
 
 BLOCK = 4 * 1024 * 1024  # a part's activation at the CPU timing shape is a few MiB
-out = [keep_freed_memory(), served_by_mmap(BLOCK), release_freed_memory(), served_by_mmap(BLOCK)]
+kept = keep_freed_memory()
+assert keep_freed_memory() is kept  # asked for once, remembered
+out = [kept, served_by_mmap(BLOCK), release_freed_memory(), served_by_mmap(BLOCK)]
 print(" ".join(map(str, out)))
 """
 
@@ -51,22 +53,12 @@ def test_freed_blocks_stay_on_the_heap_while_kept_and_go_back_once_released() ->
     assert mmapped_after == "True"  # undone: glibc's 128 KiB threshold maps it again
 
 
-def test_keeping_is_asked_for_once_and_remembered() -> None:
-    from nas import cpu_allocator
-
-    try:
-        first = cpu_allocator.keep_freed_memory()
-        assert cpu_allocator._applied is first and cpu_allocator.keep_freed_memory() is first
-    finally:
-        cpu_allocator.release_freed_memory()
-    assert cpu_allocator._applied is None
-
-
-def test_warm_up_applies_it_before_the_first_cpu_timing() -> None:
+def test_warm_up_applies_it_before_the_first_cpu_timing(monkeypatch) -> None:
     import torch
 
-    from nas import cpu_allocator
-    from nas.measure import warm_up_process
+    from nas import cpu_allocator, measure
 
-    warm_up_process(torch.device("cpu"))
+    monkeypatch.setattr(measure, "_warm_devices", set())  # as in a fresh process
+    monkeypatch.setattr(cpu_allocator, "_applied", None)
+    measure.warm_up_process(torch.device("cpu"))
     assert cpu_allocator._applied is not None  # asked for before any timing

@@ -66,7 +66,8 @@ ALLOWED_KEYS: dict[tuple[str, ...], set[str]] = {
     ("stages", "[]"): STAGE_KEYS,
     ("proxy",): {"resolution", "width", "depth", "stem_stride", "epochs", "batch", "lr", "max_train", "dropout",
                  "drop_path"},
-    ("measure",): {"method", "batch", "resolution", "in_channels", "warmup", "steps", "max_steps", "target_spread"},
+    ("measure",): {"method", "batch", "resolution", "in_channels", "warmup", "steps", "max_steps", "target_spread",
+                    "drift_tolerance"},
     ("objective",): {"kind", "step_time_weight", "params_weight", "macs_weight", "target_macs"},
 }
 ARCH_ALLOWED_KEYS = {(): ARCH_KEYS, ("stem",): {"channels", "stride"}, ("head",): {"channels"},
@@ -76,7 +77,8 @@ ALL_KEYS = set().union(*ALLOWED_KEYS.values(), ARCH_KEYS)
 INT_FIELDS = {"channels", "layers", "kernel", "stride", "stem_stride", "resolution", "epochs", "batch", "max_train",
               "warmup", "steps", "max_steps", "in_channels"}
 NUMBER_FIELDS = {"width", "depth", "dropout", "drop_path", "lr", "se", "expansion", "step_time_weight",
-                 "params_weight", "macs_weight", "target_macs", "target_spread"}
+                 "params_weight", "macs_weight", "target_macs", "target_spread",
+                 "drift_tolerance"}
 STR_FIELDS = {"name", "about", "op", "kind", "reference", "string", "method"}
 REQUIRED_STAGE_KEYS = ("op", "kernel", "expansion", "channels", "layers")
 
@@ -101,6 +103,7 @@ OUT_OF_RANGE: dict[str, st.SearchStrategy] = {
     "max_steps": st.integers(max_value=0),
     "in_channels": st.integers(max_value=0),
     "target_spread": st.one_of(st.floats(max_value=-1e-9), NONFINITE),
+    "drift_tolerance": st.one_of(st.floats(max_value=-1e-9), NONFINITE),
     "method": WORD.filter(lambda w: w not in METHODS),
     "batch": st.integers(max_value=0),
     "warmup": st.integers(max_value=-1),

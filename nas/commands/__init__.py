@@ -13,7 +13,7 @@ from types import ModuleType
 # Order is the order of `nas --help`.
 COMMANDS = [
     name
-    for name in ("spaces", "arch", "search", "show", "report", "reproduce", "scale", "train", "export")
+    for name in ("spaces", "arch", "calibrate", "search", "show", "report", "reproduce", "scale", "train", "export")
     if importlib.util.find_spec(f"nas.commands.{name}") is not None
 ]
 

@@ -16,6 +16,7 @@ from nas.cli import (
     positive_float,
     positive_int,
 )
+from nas.commands.calibrate import add_cache_dir_argument, apply_cache_dir
 from nas.errors import ConfigError
 
 
@@ -40,6 +41,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--batch", type=positive_int, help="proxy batch size (default: the space's)")
     p.add_argument("--max-train", type=positive_int, help="train on at most this many images per trial")
     p.add_argument("--val-fraction", type=fraction, default=None, help="validation share (default 0.2)")
+    add_cache_dir_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress output")
     ray = p.add_argument_group("Ray cluster (--backend ray)")
     ray.add_argument("--backend", choices=["optuna", "ray"], default=None,
@@ -118,6 +120,7 @@ def _ray_options(args: argparse.Namespace, saved: dict[str, Any], backend: Any) 
 def run(args: argparse.Namespace) -> None:
     from nas.runs import RunDir, default_name
 
+    apply_cache_dir(args)
     if args.resume and not args.name:
         raise ConfigError("--resume needs --name of the run to continue")
     name = args.name or default_name(Path(args.space or "v2").stem)

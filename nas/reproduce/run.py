@@ -3,7 +3,6 @@ pair per search seed), retraining, the report."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -20,7 +19,6 @@ from nas.reproduce.precondition import (
 from nas.reproduce.report import write_reproduction_report
 from nas.reproduce.request import Request, record_request, say
 from nas.reproduce.retrain import retrain
-from nas.runs import atomic_write
 from nas.space import SearchSpace
 
 
@@ -47,11 +45,9 @@ def run_reproduction(request: Request, runs_dir: str | Path, name: str) -> Path:
             jobs.append((pair.random, request.baseline, "random"))
         for sub, budget, sampler in jobs:
             if sub != runs[0].tpe:
+                # one reference and one step-time table generation for all runs: one scale
                 _share_reference(main, folder / sub)
-            # every run looks up the parts any earlier run timed: one step-time scale for all of them
-            merge_step_times(folder / STEP_TIMES, folder / sub / STEP_TIMES)
             run_search(folder, sub, request, budget, sampler=sampler, seed=pair.seed)
-            merge_step_times(folder / sub / STEP_TIMES, folder / STEP_TIMES)
     retrain(folder, request)
     return write_reproduction_report(folder)
 
@@ -117,29 +113,15 @@ def run_search(folder: Path, sub: str, request: Request, budget: int, sampler: s
     command_module("search").run(build_parser().parse_args(argv))
 
 
-STEP_TIMES = "step_times.json"
-
-
-def merge_step_times(source: Path, dest: Path) -> None:
-    """Add the step times in `source` that `dest` lacks (an entry `dest` has is kept: a part is
-    timed once). Both are `nas.measure.StepTimeCache` files; a missing source adds nothing."""
-    if not source.is_file():
-        return
-    theirs = json.loads(source.read_text())
-    mine = json.loads(dest.read_text()) if dest.is_file() else {}
-    if set(theirs) <= set(mine):
-        return
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(dest, json.dumps(dict(sorted({**theirs, **mine}.items())), indent=1) + "\n")
-
-
 def _share_reference(source: Path, dest: Path) -> None:
-    """The baseline starts from the search's reference measurement and step-time cache, so both
-    runs score on one scale (rewards are otherwise comparable only within a run)."""
+    """The baseline starts from the search's reference measurement and the step-time table
+    generation it pinned (or, for a reproduction begun before tables were per machine, its
+    step_times.json), so both runs score on one scale (rewards are otherwise comparable only
+    within a run)."""
     if (dest / "config.yaml").is_file():
         return
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("reference.json", "step_times.json"):
+    for name in ("reference.json", "step_table.json", "step_times.json"):
         if (source / name).is_file() and not (dest / name).is_file():
             shutil.copyfile(source / name, dest / name)
 

@@ -16,7 +16,7 @@ import time
 import optuna
 
 from nas.data import Dataset, load_dataset
-from nas.device import resolve_device, set_threads
+from nas.device import set_threads
 from nas.errors import RunError
 from nas.measure import StepTimeCache
 from nas.objective import Objective
@@ -24,6 +24,7 @@ from nas.runs import RunDir
 from nas.search.base import best_reward
 from nas.search.outcome import INTERRUPTED, attempt, conclude
 from nas.search.progress import Progress
+from nas.search.run_table import open_run_table
 from nas.search.study import (  # noqa: F401 (re-exported: tests and tools read runs through these)
     STUDY_NAME,
     RunStudy,
@@ -34,7 +35,6 @@ from nas.search.study import (  # noqa: F401 (re-exported: tests and tools read 
     run_reference,
     write_tables,
 )
-from nas.search.trial import measure_reference, warn_if_other_hardware
 from nas.settings import SearchSettings
 
 
@@ -55,10 +55,7 @@ class OptunaSearch:
         settings = self.settings
         data = load_dataset(settings.dataset, resolution=settings.proxy.resolution,
                             val_fraction=settings.val_fraction, seed=settings.seed)
-        cache = StepTimeCache(self.run.path / "step_times.json")
-        device = resolve_device(settings.device)
-        reference = run_reference(self.run, lambda: measure_reference(settings, data, cache),
-                                  on_existing=lambda ref: warn_if_other_hardware(ref, device))
+        cache, reference = open_run_table(self.run, settings, data)
         objective = Objective(settings.space.objective, reference)
         rs = RunStudy.open(self.run, settings, objective, self.storage_url, seed_offset=self.worker)
         progress = Progress(self.budget, count_finished(rs.trials()), self.show_progress)

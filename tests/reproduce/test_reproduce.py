@@ -13,7 +13,7 @@ import pytest
 
 from nas.arch import Arch, Stage
 from nas.cli import main
-from nas.measure import StepTime, StepTimeCache
+from nas.measure import StepTimeCache
 from nas.report import RunData
 from nas.reproduce.analysis import (
     REWARD_WORDS,
@@ -37,7 +37,7 @@ from nas.reproduce.precondition import (
 from nas.reproduce.report import tau_text
 from nas.reproduce.request import seed_runs
 from nas.reproduce.retrain import RETRAIN_FILE, Candidate, pick_candidates, read_retrain
-from nas.reproduce.run import merge_step_times
+from nas.reproduce.run import _share_reference
 from nas.reproduce.significance import ALPHA, finding_pvalue, judge_finding, paired_test
 from nas.resources import load_arch
 from nas.runs import RunDir
@@ -184,18 +184,18 @@ def test_throughput_ratios_and_what_they_lead_to_expect() -> None:
     assert expectation(None, "early").expected is None
 
 
-def test_runs_share_step_times_each_part_timed_once(tmp_path: Path) -> None:
-    pool, run = tmp_path / "step_times.json", tmp_path / "search-seed1" / "step_times.json"
-    merge_step_times(pool, run)  # nothing timed yet: nothing to share
-    assert not run.exists()
-    StepTimeCache(pool).put("a", StepTime(10.0, 0.01, 5, 9.5))
-    merge_step_times(pool, run)
-    cache = StepTimeCache(run)
-    cache.put("a", StepTime(99.0, 0.01, 5, 98.0))  # cannot happen in a search (a hit is not re-timed)
-    cache.put("b", StepTime(20.0, 0.01, 5, 19.0))
-    merge_step_times(run, pool)
-    merged = StepTimeCache(pool)
-    assert merged.get("a").median_ms == 10.0 and merged.get("b").median_ms == 20.0
+def test_the_baseline_scores_on_the_searchs_reference_and_table_generation(tmp_path: Path) -> None:
+    main, baseline = tmp_path / "search-seed0", tmp_path / "random-seed0"
+    main.mkdir()
+    (main / "reference.json").write_text('{"step_ms": 12.5}')
+    (main / "step_table.json").write_text('{"path": "/cache/step-times/cpu/g3.json", "generation": 3}')
+    _share_reference(main, baseline)
+    for name in ("reference.json", "step_table.json"):
+        assert (baseline / name).read_text() == (main / name).read_text()
+    (baseline / "config.yaml").write_text("made: true\n")  # a started run keeps its own
+    (main / "step_table.json").write_text('{"path": "/cache/step-times/cpu/g4.json", "generation": 4}')
+    _share_reference(main, baseline)
+    assert "g3.json" in (baseline / "step_table.json").read_text()
 
 
 def test_seed_runs_keep_the_first_seeds_plain_names() -> None:
@@ -415,8 +415,8 @@ def test_a_macs_reproduction_times_no_step_and_quotes_none(tmp_path: Path) -> No
     for sub in ("search", "random"):
         rows = RunDir(folder / sub).read_results()
         assert rows and all(math.isnan(r["step_ms"]) for r in rows)
-        steps = folder / sub / "step_times.json"
-        assert not steps.exists() or json.loads(steps.read_text()) == {}
+        record = json.loads((folder / sub / "step_table.json").read_text())
+        assert len(StepTimeCache(record["path"])) == record["entries_at_start"]  # no part timed
     retrain = read_retrain(folder)
     assert retrain and all(r["state"] == "COMPLETE" and math.isnan(r["step_ms"]) for r in retrain)
     text = (folder / "report.md").read_text()

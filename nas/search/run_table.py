@@ -1,0 +1,81 @@
+"""A run's step-time table and reference: which machine table generation it times in, chosen
+once per run by whichever process comes first (under the run lock), after re-timing the
+reference against that table (nas.step_table explains the generations)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+from nas.data import Dataset
+from nas.device import resolve_device
+from nas.hardware import fingerprint
+from nas.measure import StepTimeCache
+from nas.objective import Reference
+from nas.runs import RunDir, atomic_write
+from nas.search.study import run_lock
+from nas.search.trial import measure_reference, warn_if_other_hardware
+from nas.settings import SearchSettings
+from nas.step_cost import retime_reference
+from nas.step_table import Drift, StepTable, current_table, next_generation, pinned_table, write_record
+
+log = logging.getLogger(__name__)
+
+# Runs made before the table moved to the user cache kept it in the run folder: they go on with it.
+LEGACY_TABLE = "step_times.json"
+
+
+def open_run_table(run: RunDir, settings: SearchSettings, data: Dataset,
+                   root: Path | None = None) -> tuple[StepTimeCache, Reference]:
+    """The run's step-time table and its reward normalisers, measured once per run and read back
+    by every other process and on resume. `root`: the cache folder (default `nas.step_table.cache_dir`)."""
+    device = resolve_device(settings.device)
+    hardware = fingerprint(device)
+    with run_lock(run):
+        if run.reference_path.is_file():
+            reference = Reference.from_dict(json.loads(run.reference_path.read_text()))
+            warn_if_other_hardware(reference, device)
+            return _pinned_cache(run, hardware, root), reference
+        table = current_table(hardware, root)
+        drift, replaced = None, None
+        if settings.space.objective.uses_step_time:
+            table, drift, replaced = _check_reference(settings, data, table)
+        cache = table.cache()
+        reference = measure_reference(settings, data, cache)
+        write_record(run.path, table, drift, replaced)
+        atomic_write(run.reference_path, json.dumps(reference.to_dict(), indent=2) + "\n")
+        return cache, reference
+
+
+def _pinned_cache(run: RunDir, hardware, root: Path | None) -> StepTimeCache:
+    pinned = pinned_table(run.path, hardware)
+    if pinned is not None:
+        return pinned.cache()
+    if (run.path / LEGACY_TABLE).is_file():
+        return StepTimeCache(run.path / LEGACY_TABLE)
+    return current_table(hardware, root).cache()  # a process on other hardware: its own machine's table
+
+
+def _check_reference(settings: SearchSettings, data: Dataset,
+                     table: StepTable) -> tuple[StepTable, Drift | None, StepTable | None]:
+    """Re-time the reference; beyond the tolerance, say so and move to the next generation, so the
+    run never mixes the old table's parts with parts timed on the machine as it is now."""
+    device = resolve_device(settings.device)
+    shape = settings.timing_shape(device, data.num_classes)
+    cache = table.cache()
+    fresh, drift = retime_reference(settings.space.reference, shape, device, settings.measure.repeats(),
+                                    settings.measure.method, cache, table.hardware)
+    replaced = None
+    if drift is not None:
+        drift = replace(drift, tolerance=settings.measure.drift_tolerance)
+    if drift is not None and drift.beyond:
+        replaced, table = table, next_generation(table)
+        log.warning("step-time table %s: %s; this run times every part afresh in generation %d (%s)",
+                    replaced.path.parent.name, drift.describe(), table.generation, table.path)
+        cache = table.cache()
+    for key, step in fresh.items():
+        if cache.get(key) is None:  # parts the table lacks, or all of them in a new generation
+            cache.put(key, step)
+    return table, drift, replaced
