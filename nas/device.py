@@ -91,18 +91,27 @@ def autocast(device: torch.device) -> Iterator[None]:
             yield
 
 
-# cudnn.benchmark is on for every CUDA process, set here because every model bound for a device
-# passes `prepare`: the timed step must run the kernels a real training picks (autotuned), and a
-# setting that differs between trials would make their timings incomparable. Autotuning runs in
-# the first step of each new shape; the timer's warm-up (nas.measure.time_steps) absorbs it.
-CUDNN_BENCHMARK = True
+@contextlib.contextmanager
+def cudnn_autotuning(enabled: bool) -> Iterator[None]:
+    """cuDNN's benchmark mode (autotuning each convolution at each new shape) inside the block.
+
+    Who sets what, and why: a *timed* full-size step (nas.measure) autotunes, because a real
+    training run at one shape for hours would, and every timing must see the kernels that run
+    would; `nas train` autotunes for the same reason. *Proxy* trials use the heuristics: each
+    candidate lives for a few dozen steps at three batch shapes, and autotuning all of them cost
+    more than the training itself on an H200 (ARCHITECTURE.md section 12)."""
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
 
 
 def prepare(model: nn.Module, device: torch.device) -> nn.Module:
     """Move a model to the device, channels_last on CUDA."""
     model = model.to(device)
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = CUDNN_BENCHMARK
         model = model.to(memory_format=torch.channels_last)
     return model
 

@@ -36,7 +36,7 @@ from torch import nn
 
 from nas.arch import Arch
 from nas.data import Dataset, load_dataset, resize
-from nas.device import device_name, prepare, resolve_device, synchronize, to_device, train_step
+from nas.device import cudnn_autotuning, device_name, prepare, resolve_device, synchronize, to_device, train_step
 from nas.errors import ConfigError, RunError
 from nas.measure import count_macs, count_params
 from nas.model import build
@@ -276,6 +276,13 @@ class Progress:
 def train(arch: Arch, config: TrainConfig, out: Path, *, resume: bool = False,
           log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train `arch` into the folder `out`; returns the metrics also written to metrics.json."""
+    # a long run at a few shapes: autotuning pays for itself (nas.device.cudnn_autotuning)
+    with cudnn_autotuning(True):
+        return _train(arch, config, out, resume=resume, log=log)
+
+
+def _train(arch: Arch, config: TrainConfig, out: Path, *, resume: bool,
+           log: Callable[[str], None] | None) -> dict[str, Any]:
     log = log or (lambda line: print(line, file=sys.stderr))
     config = config.resolved(arch)
     out = Path(out)

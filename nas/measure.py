@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from nas.cpu_allocator import keep_freed_memory
-from nas.device import prepare, synchronize, to_device, train_step
+from nas.device import cudnn_autotuning, prepare, synchronize, to_device, train_step
 from nas.device_gate import exclusive_device
 from nas.errors import ConfigError
 from nas.file_lock import file_lock
@@ -119,8 +119,15 @@ def time_steps(step: Callable[[], object], device: torch.device, repeats: Repeat
     The caller holds the device (`exclusive_device`) so other trials' work is not timed too.
     """
     repeats.check()
-    # On CUDA the first step of a new shape autotunes cuDNN (nas.device.CUDNN_BENCHMARK) and
-    # grows the allocator: never time it, whatever the warm-up asked for.
+    # a timed step autotunes cuDNN as a long training run at this one shape would
+    # (nas.device.cudnn_autotuning says who autotunes and why)
+    with cudnn_autotuning(True):
+        return _time_steps(step, device, repeats)
+
+
+def _time_steps(step: Callable[[], object], device: torch.device, repeats: Repeats) -> StepTime:
+    # On CUDA the first step of a new shape autotunes cuDNN and grows the allocator: never time
+    # it, whatever the warm-up asked for.
     warmup = max(1, repeats.warmup) if device.type == "cuda" else repeats.warmup
     for _ in range(warmup):
         step()

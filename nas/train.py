@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from nas.data import Dataset
-from nas.device import autocast, grad_scaler, prepare, to_device, train_step
-from nas.device_gate import shared_device
+from nas.device import autocast, cudnn_autotuning, grad_scaler, prepare, to_device, train_step
+from nas.device_gate import holding_device, shared_device
 from nas.errors import TrialError
 
 # Called after every epoch with (epoch, val_acc); returning False stops training (pruning).
@@ -50,13 +50,13 @@ class ProxyOutcome:
 def evaluate_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device,
                       batch: int = 512) -> float:
     model.eval()
-    correct = 0
+    correct = torch.zeros((), dtype=torch.long, device=device)
     with torch.no_grad(), shared_device(device):
         for start in range(0, len(images), batch):
             x = to_device(images[start : start + batch], device)
             with autocast(device):
-                correct += int((model(x).argmax(1) == labels[start : start + batch].to(device)).sum())
-    return correct / max(1, len(images))
+                correct += (model(x).argmax(1) == labels[start : start + batch].to(device)).sum()
+    return int(correct) / max(1, len(images))  # one host synchronisation per evaluation
 
 
 def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, device: torch.device,
@@ -113,6 +113,17 @@ def proxy_train(
     would have. Every step holds the device gate shared, so a measurement on the same device
     never times this training. Raises TrialError when the loss becomes NaN or infinite.
     """
+    # Proxy trials run with cuDNN's heuristics: autotuning every convolution of every new
+    # candidate (and again for each batch shape) costs more than the few dozen steps it would
+    # speed up. A whole training holds the device gate: steps pass it for free unless a
+    # measurement waits.
+    with cudnn_autotuning(False), holding_device(device):
+        return _proxy_train(model, data, recipe, device, on_epoch, resume, on_state)
+
+
+def _proxy_train(model: nn.Module, data: Dataset, recipe: ProxyRecipe, device: torch.device,
+                 on_epoch: EpochCallback | None, resume: dict[str, Any] | None,
+                 on_state: StateCallback | None) -> ProxyOutcome:
     torch.manual_seed(recipe.seed)
     model = prepare(model, device)
     train_x, train_y = data.train_x, data.train_y
@@ -121,7 +132,9 @@ def proxy_train(
         keep = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(recipe.seed))
         keep = keep[: recipe.max_train]
         train_x, train_y = train_x[keep], train_y[keep]
+    # the data stay on the device for the whole trial; a batch is an index into them there
     train_x, train_y = train_x.to(device), train_y.to(device)
+    val_x, val_y = data.val_x.to(device), data.val_y.to(device)
     steps_per_epoch = max(1, len(train_x) // recipe.batch)  # drop the ragged last batch
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     schedule = warmup_cosine(optimizer, recipe.epochs * steps_per_epoch, recipe.warmup_fraction)
@@ -145,7 +158,7 @@ def proxy_train(
         if not math.isfinite(mean_loss):
             raise TrialError(f"training diverged: loss is {mean_loss} in epoch {epoch}")
         recalibrate_batchnorm(model, train_x[order[:512]], device)
-        outcome.accuracy = evaluate_accuracy(model, data.val_x, data.val_y, device)
+        outcome.accuracy = evaluate_accuracy(model, val_x, val_y, device)
         outcome.steps += steps_per_epoch
         outcome.images += steps_per_epoch * recipe.batch
         outcome.history.append({"epoch": epoch, "train_loss": mean_loss, "val_acc": outcome.accuracy})

@@ -253,3 +253,88 @@ def test_a_measurement_cannot_start_before_a_trainers_queued_work_ends(private_g
             child.kill()
     assert child.exitcode == 0
 
+
+
+# -- a trainer that holds its share across steps (holding_device) -----------------------------
+def test_inside_a_training_steps_keep_the_share_and_never_synchronise(monkeypatch) -> None:
+    syncs: list[bool] = []
+    monkeypatch.setattr(device_gate, "synchronize",
+                        lambda device: syncs.append(_gate_held_by_someone(device, fcntl.LOCK_EX)))
+    with device_gate.holding_device(CPU):
+        for _ in range(5):
+            with shared_device(CPU):
+                pass
+            assert _gate_held_by_someone(CPU, fcntl.LOCK_EX), "the share is kept between steps"
+        assert syncs == [], "no synchronisation while nobody measures"
+    assert syncs == [True], "one synchronisation at the end, while still holding the gate"
+    assert not _gate_held_by_someone(CPU, fcntl.LOCK_EX)
+
+
+def test_a_stale_waiting_flag_does_not_make_trainers_let_go() -> None:
+    # a measurer that died with the flag raised: the turnstile is free, so nobody waits
+    device_gate._flag(CPU).set(1)
+    with device_gate.holding_device(CPU):
+        for _ in range(3):
+            with shared_device(CPU):
+                pass
+            assert _gate_held_by_someone(CPU, fcntl.LOCK_EX)
+    device_gate._flag(CPU).set(0)
+
+
+def test_this_processs_own_measurement_between_steps_does_not_wait_for_itself() -> None:
+    with device_gate.holding_device(CPU):
+        with shared_device(CPU):
+            pass
+        # lets go of its own share first; its own work inside the measurement is what is timed
+        with exclusive_device(CPU, timeout=5), shared_device(CPU):
+            pass
+        with shared_device(CPU):  # and takes it again for the next step
+            pass
+        assert _gate_held_by_someone(CPU, fcntl.LOCK_EX)
+
+
+# A measurer in a spawned child: says when it measures, holds until told, says when it leaves.
+_MEASURER = """
+import torch
+from nas.device_gate import exclusive_device
+with exclusive_device(torch.device("cpu"), timeout=60):
+    measuring.set()
+    release.wait(30)
+    leaving.set()
+"""
+
+
+def test_a_waiting_measurer_gets_the_device_after_the_step_in_flight() -> None:
+    ctx = mp.get_context("spawn")
+    measuring, release, leaving = ctx.Event(), ctx.Event(), ctx.Event()
+    scope = {"measuring": measuring, "release": release, "leaving": leaving}
+    child = None
+    try:
+        with device_gate.holding_device(CPU):
+            with shared_device(CPU):  # a step in flight when the measurer comes
+                child = ctx.Process(target=_exec_in_tmp, args=(tempfile.gettempdir(), _MEASURER, scope))
+                child.start()
+                deadline = time.monotonic() + 60  # guards against a hang only
+                while not device_gate._flag(CPU).raised() and time.monotonic() < deadline:
+                    time.sleep(0.01)  # polls the state the measurer sets, not a stand-in for it
+                assert device_gate._flag(CPU).raised(), "the measurer raised its flag"
+                assert not measuring.is_set(), "it waits for the step in flight"
+            assert measuring.wait(30), "the trainer let go after its step"
+            entered_after_leaving: list[bool] = []
+
+            def next_step() -> None:
+                with shared_device(CPU):
+                    entered_after_leaving.append(leaving.is_set())
+
+            thread = threading.Thread(target=next_step)
+            thread.start()
+            release.set()
+            thread.join(30)
+            assert entered_after_leaving == [True], "the next step starts only after the measurement"
+    finally:
+        release.set()
+        if child is not None:
+            child.join(30)
+            if child.is_alive():
+                child.kill()
+    assert child.exitcode == 0

@@ -83,3 +83,43 @@ def test_fp16_resume_carries_the_loss_scale(monkeypatch) -> None:
     assert state["scaler"]["scale"] > 0
     resumed = proxy_train(_model(small), small, recipe, CPU, resume=state)
     assert [h["val_acc"] for h in resumed.history] == [h["val_acc"] for h in straight.history]
+
+
+def test_a_proxy_training_uses_cudnn_heuristics_and_synchronises_once(monkeypatch) -> None:
+    """Proxy steps run without cuDNN autotuning (restored afterwards), and the whole training
+    costs the device gate one synchronisation, when it lets go at the end."""
+    import nas.device_gate as device_gate
+    import nas.train as train
+    from nas.data import load_dataset
+    from nas.model import build
+    from nas.space import SearchSpace
+
+    benchmark_in_steps: list[bool] = []
+    real_step = train.train_step
+
+    def step(*args, **kwargs):
+        benchmark_in_steps.append(torch.backends.cudnn.benchmark)
+        return real_step(*args, **kwargs)
+
+    syncs: list[str] = []
+    monkeypatch.setattr(train, "train_step", step)
+    monkeypatch.setattr(device_gate, "synchronize", lambda device: syncs.append(str(device)))
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    data = load_dataset("digits", resolution=16, val_fraction=0.2, seed=0)
+    torch.manual_seed(0)
+    model = build(SearchSpace.load("tiny").reference, num_classes=data.num_classes, in_channels=data.in_channels)
+    outcome = train.proxy_train(model, data, train.ProxyRecipe(epochs=2, batch=64, max_train=640),
+                                torch.device("cpu"))
+    assert outcome.steps == 20 and benchmark_in_steps == [False] * 20
+    assert torch.backends.cudnn.benchmark is True
+    assert syncs == ["cpu"]
+
+
+def test_a_timed_step_autotunes_as_a_long_run_would(monkeypatch) -> None:
+    from nas.measure import Repeats, time_steps
+
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    seen: list[bool] = []
+    time_steps(lambda: seen.append(torch.backends.cudnn.benchmark), torch.device("cpu"),
+               Repeats(warmup=1, steps=2, max_steps=2, target_spread=0.0))
+    assert seen == [True, True, True] and torch.backends.cudnn.benchmark is False
