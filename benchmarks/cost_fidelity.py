@@ -15,6 +15,10 @@ tables against each other (Spearman and the median relative difference), and the
 filling the table. Run on a quiet machine; the load average is printed.
 
     python benchmarks/cost_fidelity.py [--space v2] [--archs 30] [--threads 2] [--skip-before]
+                                       [--device cuda [--batch B]]
+
+On a GPU (--device cuda) truth and table are taken at the space's GPU timing shape (batch 32 at
+the space's resolution, or --batch), and the old proxy-shrunk S is skipped.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from nas.model import build
 from nas.space import SearchSpace
 from nas.step_cost import TimingShape, table_step_time
 
-CPU = torch.device("cpu")
+DEVICE = torch.device("cpu")  # --device replaces these two
 TRUTH_SHAPE = TimingShape(batch=8, resolution=128, in_channels=3, num_classes=10)
 
 
@@ -54,14 +58,14 @@ def truth_ms(arch) -> float:
     model = build(arch, num_classes=TRUTH_SHAPE.num_classes, in_channels=TRUTH_SHAPE.in_channels)
     return measure_step_time(model, batch=TRUTH_SHAPE.batch, resolution=TRUTH_SHAPE.resolution,
                              in_channels=TRUTH_SHAPE.in_channels, num_classes=TRUTH_SHAPE.num_classes,
-                             device=CPU, warmup=2, steps=7).median_ms
+                             device=DEVICE, warmup=2, steps=7).median_ms
 
 
 def before_ms(space: SearchSpace, arch) -> float:
     proxy = space.proxy.apply(arch)  # the old plain-rounding shrink
     model = build(proxy, num_classes=10, in_channels=1)
     return measure_step_time(model, batch=64, resolution=proxy.resolution, in_channels=1, num_classes=10,
-                             device=CPU, warmup=2, steps=8).median_ms
+                             device=DEVICE, warmup=2, steps=8).median_ms
 
 
 def correlations(label: str, values: list[float], truth: list[float]) -> None:
@@ -82,16 +86,24 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-before", action="store_true", help="do not time the old proxy-shrunk S")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    parser.add_argument("--batch", type=int, help="timing batch on a GPU (default: the space's, 32)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     space = SearchSpace.load(args.space)
+    global DEVICE, TRUTH_SHAPE
+    DEVICE = torch.device(args.device)
+    if DEVICE.type == "cuda":
+        shape = space.measure.timing_shape("cuda", space.resolution, 10)
+        TRUTH_SHAPE = TimingShape(batch=args.batch or shape.batch, resolution=shape.resolution)
+        args.skip_before = True
     chooser = SeededChooser(args.seed)
     archs = [space.reference] + [space.sample(chooser) for _ in range(args.archs)]
     repeats = space.measure.repeats()
     print(f"{args.space}: reference + {args.archs} random candidates (seed {args.seed}); truth and table at "
           f"{TRUTH_SHAPE.describe()}; {args.threads} threads, torch {torch.__version__}; load average "
           f"{os.getloadavg()[0]:.2f} ({os.cpu_count()} cores)", flush=True)
-    warm_up_process(CPU)
+    warm_up_process(DEVICE)
 
     tables: list[list[StepTime]] = []
     fill_seconds: list[float] = []
@@ -99,12 +111,12 @@ def main() -> None:
         for index in range(2):
             cache = StepTimeCache(Path(folder) / f"table{index}.json")
             start = time.perf_counter()
-            tables.append([table_step_time(a, TRUTH_SHAPE, CPU, repeats, cache) for a in archs])
+            tables.append([table_step_time(a, TRUTH_SHAPE, DEVICE, repeats, cache) for a in archs])
             fill_seconds.append(time.perf_counter() - start)
             print(f"table {index + 1}: {len(cache)} parts timed in {fill_seconds[-1]:.0f} s", flush=True)
         start = time.perf_counter()
         for a in archs:
-            table_step_time(a, TRUTH_SHAPE, CPU, repeats, cache)
+            table_step_time(a, TRUTH_SHAPE, DEVICE, repeats, cache)
         lookup_ms = (time.perf_counter() - start) / len(archs) * 1000
     truth, before = [], []
     start = time.perf_counter()
@@ -133,6 +145,9 @@ def main() -> None:
               f"{rel_difference:.1%}")
         ratio = statistics.median(t / s for t, s in zip(first, truth, strict=True))
         print(f"table of {name}s / truth, median ratio {ratio:.2f} (the sum of parts vs the whole step)")
+    ref_ratio = tables[0][0].median_ms / truth[0]
+    print(f"reference: S (table 1) {tables[0][0].median_ms:.1f} ms / whole step {truth[0]:.1f} ms = {ref_ratio:.3f} "
+          f"(target within 15%)")
     if not args.skip_before:
         correlations("S before (proxy-shrunk) vs truth", before, truth)
     print(f"cost: table fill {fill_seconds[0]:.0f} s and {fill_seconds[1]:.0f} s for {len(archs)} candidates "

@@ -9,19 +9,23 @@ seeded `max_train` subset), AdamW, warm-up + cosine learning rate, seeded batch 
 and the per-epoch BatchNorm recalibration + validation that `nas.train.proxy_train` does. The
 loop uses plain PyTorch only: no nas.train, no Optuna, no files written.
 
-Step time: nas scores each candidate with S, its full-size training step, summed from a per-part
-table cached in `<run>/step_times.json` (nas/step_cost.py). To compare orchestration and training
-rather than table filling, one untimed warm search fills the table first; every timed search
-starts from a copy of it, and the plain loop looks S up in the same table with
-`nas.step_cost.step_cost` (`table_step_time` for table spaces: a lookup, as a user's loop with a
-lookup table would do). Parts timed during a timed search (table misses) are counted and printed.
+Step time: nas scores each candidate with S, its full-size training step, summed from this
+machine's per-part table (nas/step_table.py; here in a temporary cache folder). To compare
+orchestration and training rather than table filling, one untimed search fills the table first;
+every timed search then finds it warm, as a user's second search does (it still re-times the
+reference against the table, which the plain loop does not), and the plain loop looks S up in the
+same table with `nas.step_cost.step_cost` (a lookup, as a user's loop with a lookup table would
+do). Parts timed during a timed search (table misses) are counted and printed.
+
+On CUDA the plain loop is what one would write for a GPU: data on the device, bf16 autocast
+(as nas picks by `nas.device.precision`), channels_last, cuDNN's defaults.
 
 Rounds interleave search, plain, search, plain, ...; per round the two wall times and their
 ratio are printed, then the median ratio (target <= 1.05) and how closely the plain loop's
 validation accuracies match the search's (they should agree; a large difference means the plain
 loop does not train the same thing).
 
-    python benchmarks/vs_plain_loop.py [--budget 20] [--rounds 3] [--space v2] [--threads N]
+    python benchmarks/vs_plain_loop.py [--budget 20] [--rounds 3] [--space v2] [--threads N] [--device cuda]
 """
 
 from __future__ import annotations
@@ -30,7 +34,6 @@ import argparse
 import json
 import math
 import os
-import shutil
 import statistics
 import tempfile
 import time
@@ -74,7 +77,7 @@ def recalibrate_bn(model: nn.Module, images: torch.Tensor, batch: int = 256) -> 
         m.reset_running_stats()
         m.momentum = None  # cumulative average
     model.train()
-    with torch.no_grad():
+    with torch.no_grad(), autocast(images.device):
         for start in range(0, len(images), batch):
             model(images[start : start + batch])
     for m, momentum in zip(norms, saved, strict=True):
@@ -84,10 +87,20 @@ def recalibrate_bn(model: nn.Module, images: torch.Tensor, batch: int = 256) -> 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 512) -> float:
     model.eval()
     correct = 0
-    with torch.no_grad():
+    with torch.no_grad(), autocast(x.device):
         for start in range(0, len(x), batch):
             correct += int((model(x[start : start + batch]).argmax(1) == y[start : start + batch]).sum())
     return correct / max(1, len(x))
+
+
+def autocast(device: torch.device):
+    """bf16/fp16 autocast on CUDA in the precision nas picks; nothing on the CPU."""
+    from contextlib import nullcontext
+
+    from nas.device import precision
+
+    dtype = precision(device).autocast
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 
 
 def plain_train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor,
@@ -106,7 +119,8 @@ def plain_train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, 
             for group in optimizer.param_groups:
                 group["lr"] = lr * lr_factor(epoch * steps + step, epochs * steps, warmup_fraction)
             idx = order[step * batch : (step + 1) * batch]
-            loss = F.cross_entropy(model(train_x[idx]).float(), train_y[idx])
+            with autocast(train_x.device):
+                loss = F.cross_entropy(model(train_x[idx]).float(), train_y[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -129,12 +143,15 @@ def plain_run(archs: list[str], settings: SearchSettings, data: Dataset,
     repeats, method = settings.measure.repeats(), settings.measure.method
     step_cost(settings.space.reference, shape, device, repeats, method, cache)  # S_ref, once
     accuracies, steps = [], []
+    memory = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    train_x, train_y = train_x.to(device).contiguous(memory_format=memory), train_y.to(device)
+    val_x, val_y = data.val_x.to(device).contiguous(memory_format=memory), data.val_y.to(device)
     for text in archs:
         arch = Arch.from_string(text)
         steps.append(step_cost(arch, shape, device, repeats, method, cache).median_ms)  # a lookup in the table
         torch.manual_seed(settings.seed)  # same initial weights as the search's candidate
         model = build(settings.space.proxy_arch(arch), num_classes=data.num_classes, in_channels=data.in_channels)
-        accuracies.append(plain_train(model.to(device), train_x, train_y, data.val_x, data.val_y,
+        accuracies.append(plain_train(model.to(device, memory_format=memory), train_x, train_y, val_x, val_y,
                                       epochs=recipe.epochs, batch=recipe.batch, lr=recipe.lr,
                                       weight_decay=recipe.weight_decay, warmup_fraction=recipe.warmup_fraction,
                                       seed=recipe.seed))
@@ -146,12 +163,15 @@ def table_size(path: Path) -> int:
     return len(json.loads(path.read_text())) if path.is_file() else 0
 
 
-def run_search(folder: Path, settings: SearchSettings, budget: int, table: Path | None) -> tuple[RunDir, float]:
-    """A fresh run (seeded with a copy of `table`, if given); returns it and the search() wall time."""
+def pinned_table(run: RunDir) -> Path:
+    """The machine table generation the run timed in (nas.step_table)."""
+    return Path(json.loads((run.path / "step_table.json").read_text())["path"])
+
+
+def run_search(folder: Path, settings: SearchSettings, budget: int) -> tuple[RunDir, float]:
+    """A fresh run on this machine's table; returns it and the search() wall time."""
     run = RunDir(folder)
     run.start({"budget": budget, **settings.to_dict()}, "", resume=False)
-    if table is not None:
-        shutil.copyfile(table, run.path / "step_times.json")
     start = time.perf_counter()
     backend.search(run, settings, budget, show_progress=False)
     return run, time.perf_counter() - start
@@ -163,13 +183,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--space", default="v2")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: as nas search picks)")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     args = parser.parse_args()
     if args.threads is not None:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)  # nas's set_threads honours this cap
     threads = set_threads(1)  # what search() will pick; the plain loop runs with the same
-    settings = SearchSettings(space=SearchSpace.load(args.space), pruner="none")
-    if resolve_device(settings.device).type != "cpu":
-        raise SystemExit("the plain loop here is written for the CPU (on CUDA nas adds bf16 autocast, channels_last)")
+    settings = SearchSettings(space=SearchSpace.load(args.space), pruner="none", device=args.device)
     data = load_dataset(settings.dataset, resolution=settings.proxy.resolution, val_fraction=settings.val_fraction,
                         seed=settings.seed)  # as `nas search` does, before the search
     recipe = settings.recipe()
@@ -186,18 +205,21 @@ def main() -> None:
     diffs: list[float] = []
     step_diffs: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
+        os.environ["NAS_CACHE_DIR"] = str(Path(tmp) / "cache")  # a table of this benchmark's own
         start = time.perf_counter()
-        warm, _ = run_search(Path(tmp) / "warm", settings, args.budget, None)
-        table = warm.path / "step_times.json"
-        say(f"step-time table: filled by an untimed warm search in {time.perf_counter() - start:.1f} s "
-            f"({table_size(table)} entries); every timed search starts from a copy, the plain loop looks S up in it")
+        warm, _ = run_search(Path(tmp) / "warm", settings, args.budget)
+        table = pinned_table(warm)
+        say(f"step-time table: filled by an untimed search in {time.perf_counter() - start:.1f} s "
+            f"({table_size(table)} entries); every timed search finds it warm, the plain loop looks S up in it")
         for r in range(1, args.rounds + 1):
-            run, search_s = run_search(Path(tmp) / f"round{r}", settings, args.budget, table)
-            misses = table_size(run.path / "step_times.json") - table_size(table)
+            before = table_size(table)
+            run, search_s = run_search(Path(tmp) / f"round{r}", settings, args.budget)
+            # a drifted reference moves the run to a fresh generation: then every part it used was timed
+            misses = table_size(pinned_table(run)) - (before if pinned_table(run) == table else 0)
             rows = [row for row in run.read_results() if row["state"] != "FAIL"]
             start = time.perf_counter()
             archs = [row["arch"] for row in rows]
-            plain_acc, plain_steps = plain_run(archs, settings, data, run.path / "step_times.json")
+            plain_acc, plain_steps = plain_run(archs, settings, data, pinned_table(run))
             plain_s = time.perf_counter() - start
             ratios.append(search_s / plain_s)
             diffs += [abs(float(row["accuracy"]) - acc) for row, acc in zip(rows, plain_acc, strict=True)]

@@ -98,7 +98,7 @@ def _tiny() -> dict:
             "total stride 16",
         ),
         (lambda d: d["objective"].update(kind="speed"), "objective.kind must be one of"),
-        (lambda d: d.update(reference="no-such-net"), "reference must be one of"),
+        (lambda d: d.update(reference="no-such-net"), "reference: unknown architecture 'no-such-net'"),
         (lambda d: d.update(stages="all"), "stages must be a non-empty list"),
         (lambda d: d.update(name=3), "name must be a non-empty string"),
     ],

@@ -3,7 +3,17 @@
     python benchmarks/gpu/check.py --device cuda [--only search,libraries,gate,memory] [--json out.json]
 
 Figures (benchmarks/gpu/check.sh runs this after `pytest -m cuda`):
-- search:    `nas search --space v2 --budget 10 --device DEV --dataset synthetic`, end to end, wall time;
+- search:    the card's search, `nas search --space v2 --budget B --device DEV` on the embedded
+             mnist5k, cold (an empty step-time table) and warm (a second run on the filled table):
+             wall time, s/trial and trials/min of each;
+- workers:   the warm search with --workers 1, 2, 4 (and 8 on a GPU): trials/min, ratio to one
+             worker, peak GPU memory per worker (nvidia-smi);
+- plain:     benchmarks/vs_plain_loop.py on this device: the search vs a plain PyTorch loop
+             training the same candidates (per trial ratio, target <= 1.2 on a GPU);
+- batch:     the reference's training img/s at batch 32, 64, 128, 256 at the space's resolution,
+             and the smallest batch within 10% of the best (the GPU timing batch to use);
+- fidelity:  benchmarks/cost_fidelity.py on this device (Spearman of S vs whole steps, >= 30
+             candidates; the reference's S against its whole step);
 - libraries: our EfficientNetV2-S training step vs torchvision `efficientnet_v2_s` and timm
              `tf_efficientnetv2_s`: same step function (nas.device.train_step: optimizer, precision,
              memory format), batch and resolution; img/s of each and ours / theirs (goal >= 1.0);
@@ -41,7 +51,8 @@ if str(REPO) not in sys.path:
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-FIGURES = ("search", "libraries", "gate", "memory")
+FIGURES = ("search", "workers", "plain", "batch", "fidelity", "libraries", "gate", "memory")
+QUICK = ("search", "workers", "plain", "batch", "gate")
 figures: dict[str, Any] = {}
 
 
@@ -52,24 +63,127 @@ def say(figure: str, text: str, **values: Any) -> None:
 
 
 # -- search ----------------------------------------------------------------------------------
-def check_search(device: str, budget: int) -> None:
-    with tempfile.TemporaryDirectory(prefix="nas-check-") as runs:
-        command = [sys.executable, "-m", "nas", "search", "--space", "v2", "--budget", str(budget), "--device",
-                   device, "--dataset", "synthetic", "--runs-dir", runs, "--name", "check", "--quiet"]
-        start = time.perf_counter()
+def _search(device: str, budget: int, runs: str, name: str, cache: str, workers: int = 1) -> tuple[float, dict]:
+    """One `nas search` of the card on the embedded mnist5k; (wall seconds, summary)."""
+    command = [sys.executable, "-m", "nas", "search", "--space", "v2", "--budget", str(budget), "--device", device,
+               "--runs-dir", runs, "--name", name, "--cache-dir", cache, "--workers", str(workers), "--quiet"]
+    sampler = _GpuMemorySampler() if device.startswith("cuda") else None
+    start = time.perf_counter()
+    with sampler or contextlib.nullcontext():
         done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
-        wall = time.perf_counter() - start
-        if done.returncode != 0:
-            raise RuntimeError(f"nas search exited {done.returncode}: {done.stderr.strip()[-1500:]}")
-        with open(Path(runs) / "check" / "results.csv", newline="") as handle:
-            rows = list(csv.DictReader(handle))
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"nas search exited {done.returncode}: {done.stderr.strip()[-1500:]}")
+    with open(Path(runs) / name / "results.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
     states = {s: sum(r["state"] == s for r in rows) for s in sorted({r["state"] for r in rows})}
     rewards = [float(r["reward"]) for r in rows if r.get("reward") not in (None, "", "nan")]
-    best = max(rewards) if rewards else math.nan
-    say(f"search v2 budget {budget} ({device})",
-        f"{wall:.1f} s wall, {wall / max(1, len(rows)):.1f} s/trial, "
-        f"{', '.join(f'{n} {s}' for s, n in states.items())}, best reward {best:.4f}",
-        wall_s=wall, trials=len(rows), states=states, best_reward=best)
+    record = json.loads((Path(runs) / name / "step_table.json").read_text())
+    return wall, {"trials": len(rows), "states": states, "best_reward": max(rewards) if rewards else math.nan,
+                  "per_minute": len(rows) / wall * 60, "table_entries_at_start": record["entries_at_start"],
+                  "gpu_mib_peak": sampler.peak_mib if sampler else None}
+
+
+class _GpuMemorySampler:
+    """Peak of the summed per-process GPU memory (nvidia-smi) while a search runs."""
+
+    def __init__(self) -> None:
+        self.peak_mib = 0.0
+        self._stop = False
+
+    def __enter__(self) -> _GpuMemorySampler:
+        import threading
+
+        def poll() -> None:
+            while not self._stop:
+                try:
+                    out = subprocess.run(["nvidia-smi", "--query-compute-apps=used_memory",
+                                          "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=10)
+                    used = sum(float(x) for x in out.stdout.split() if x.strip())
+                    self.peak_mib = max(self.peak_mib, used)
+                except (OSError, ValueError, subprocess.TimeoutExpired):
+                    return
+                time.sleep(0.5)
+
+        self._thread = threading.Thread(target=poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop = True
+        self._thread.join(15)
+
+
+def check_search(device: str, budget: int, cache: str) -> None:
+    with tempfile.TemporaryDirectory(prefix="nas-check-") as runs:
+        for kind in ("cold", "warm"):
+            wall, info = _search(device, budget, runs, kind, cache)
+            say(f"search v2 mnist5k budget {budget} {kind} ({device})",
+                f"{wall:.1f} s wall, {wall / max(1, info['trials']):.2f} s/trial, {info['per_minute']:.1f} trials/min, "
+                f"{', '.join(f'{n} {s}' for s, n in info['states'].items())}, best reward {info['best_reward']:.4f}, "
+                f"table entries at start {info['table_entries_at_start']}", wall_s=wall, **info)
+
+
+def check_workers(device: str, budget: int, cache: str, counts: tuple[int, ...]) -> None:
+    """Trials per minute with N workers on one device, the table warm (check_search filled it)."""
+    base = None
+    with tempfile.TemporaryDirectory(prefix="nas-check-") as runs:
+        _search(device, 2, runs, "fill", cache)  # the table and imports warm, whatever ran before
+        for n in counts:
+            wall, info = _search(device, budget, runs, f"workers{n}", cache, workers=n)
+            base = base or info["per_minute"]
+            memory = (f", GPU memory peak {info['gpu_mib_peak']:.0f} MiB ({info['gpu_mib_peak'] / n:.0f} per worker)"
+                      if info["gpu_mib_peak"] else "")
+            say(f"workers {n} ({device})", f"{info['per_minute']:.1f} trials/min ({info['per_minute'] / base:.2f}x one "
+                f"worker), {info['trials']} trials in {wall:.1f} s{memory}", workers=n, wall_s=wall, **info)
+
+
+def _script_lines(script: str, args: list[str], keep: tuple[str, ...]) -> list[str]:
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args], cwd=REPO, capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{script} exited {done.returncode}: {done.stderr.strip()[-1500:]}")
+    return [line for line in done.stdout.splitlines() if line.startswith(keep)]
+
+
+def check_plain(device: str, budget: int) -> None:
+    lines = _script_lines("vs_plain_loop.py", ["--device", device, "--budget", str(budget), "--rounds", "1",
+                                               "--space", "v2"], ("round", "median ratio", "accuracy agreement"))
+    say(f"vs plain loop v2 budget {budget} ({device})", " | ".join(lines), lines=lines)
+
+
+def check_batch(device: torch.device, resolution: int, batches: tuple[int, ...] = (32, 64, 128, 256)) -> None:
+    """The reference's training throughput per batch; the timing batch: the smallest within 10% of the best."""
+    from nas.measure import Repeats, measure_step_time
+    from nas.space import SearchSpace
+
+    reference = SearchSpace.load("v2").reference
+    rates: dict[int, float] = {}
+    for batch in batches:
+        model = build_model(reference)
+        try:
+            step = measure_step_time(model, batch=batch, resolution=resolution, in_channels=3, num_classes=10,
+                                     device=device, repeats=Repeats(warmup=2, steps=5, max_steps=5, target_spread=0.0))
+            rates[batch] = batch / step.median_ms * 1000
+        except torch.OutOfMemoryError:
+            break
+    best = max(rates.values())
+    pick = min(b for b, r in rates.items() if r >= 0.9 * best)
+    say(f"timing batch ({device}, {resolution} px)",
+        ", ".join(f"batch {b}: {r:.0f} img/s" for b, r in rates.items()) + f"; smallest within 10% of the best: {pick}",
+        rates=rates, pick=pick)
+
+
+def build_model(arch: Any) -> nn.Module:
+    from nas.model import build
+
+    return build(arch, num_classes=10, in_channels=3)
+
+
+def check_fidelity(device: str, archs: int) -> None:
+    lines = _script_lines("cost_fidelity.py", ["--device", device, "--archs", str(archs), "--skip-before"],
+                          ("S now, medians (table 1)", "reference:", "repeatability of medians", "cost:"))
+    say(f"cost fidelity v2, {archs} candidates + reference ({device})", " | ".join(lines), lines=lines)
 
 
 # -- libraries -------------------------------------------------------------------------------
@@ -278,13 +392,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda", help="cuda (default), cuda:N or cpu")
     parser.add_argument("--only", default=",".join(FIGURES), help=f"comma-separated subset of {','.join(FIGURES)}")
-    parser.add_argument("--budget", type=int, help="trials of the search figure (default 10 on CUDA, 2 on CPU: a "
-                        "full-size v2 candidate's step table takes a minute or two there)")
+    parser.add_argument("--budget", type=int, help="trials of each search figure (default 200 on CUDA, 40 with "
+                        "--quick; 4 on CPU: there the cold table takes minutes)")
     parser.add_argument("--batch", type=int, help="batch of the library comparison (default 64 on CUDA, 4 on CPU)")
     parser.add_argument("--resolution", type=int, help="its image size (default 300 on CUDA, 32 on CPU)")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"a short check: {','.join(QUICK)} only, smaller budgets")
     args = parser.parse_args(argv)
     only = [name.strip() for name in args.only.split(",") if name.strip()]
+    if args.quick and args.only == ",".join(FIGURES):
+        only = list(QUICK)
     unknown = sorted(set(only) - set(FIGURES))
     if unknown:
         parser.error(f"--only must name figures of {list(FIGURES)}, but got {unknown}")
@@ -308,12 +426,20 @@ def _check(args: argparse.Namespace, only: list[str]) -> int:
     if device.type == "cpu":
         set_threads()
     cuda = device.type == "cuda"
-    budget = args.budget or (10 if cuda else 2)
+    budget = args.budget or ((40 if args.quick else 200) if cuda else 4)
+    cache = tempfile.mkdtemp(prefix="nas-check-cache-")  # an empty table: the cold search fills it
     batch = args.batch or (64 if cuda else 4)
     resolution = args.resolution or (300 if cuda else 32)
     say("device", f"{device_name(device)} ({device}), torch {torch.__version__}, precision {precision(device).name}"
-        + (f", CUDA {torch.version.cuda}, cudnn.benchmark on" if cuda else ""), model=device_name(device))
-    runs = {"search": lambda: check_search(str(device), budget),
+        + (f", CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}" if cuda else ""),
+        model=device_name(device))
+    worker_counts = (1, 2, 4, 8) if cuda else (1, 2)
+    worker_budget = (16 if args.quick else 32) if cuda else 4
+    runs = {"search": lambda: check_search(str(device), budget, cache),
+            "workers": lambda: check_workers(str(device), worker_budget, cache, worker_counts),
+            "plain": lambda: check_plain(str(device), 12 if cuda else 4),
+            "batch": lambda: check_batch(device, 384 if cuda else 64, (32, 64, 128, 256) if cuda else (8, 16)),
+            "fidelity": lambda: check_fidelity(str(device), 30 if cuda else 4),
             "libraries": lambda: check_libraries(device, batch, resolution),
             "gate": lambda: check_gate(device),
             "memory": lambda: check_memory(device)}
@@ -328,6 +454,7 @@ def _check(args: argparse.Namespace, only: list[str]) -> int:
                 failed=True)
             traceback.print_exc(file=sys.stderr)
         print(f"  ({name}: {time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
+    shutil.rmtree(cache, ignore_errors=True)
     if args.json is not None:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     return 1 if failed else 0

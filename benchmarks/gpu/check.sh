@@ -25,10 +25,10 @@ py="${PYTHON:-$(command -v python3 || command -v python)}"
 work="$(mktemp -d "${TMPDIR:-/tmp}/nas-check.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 
-if ! "$py" -c "import optuna, tqdm, pytest" 2>/dev/null; then
+if ! "$py" -c "import optuna, tqdm, pytest, mlxtend, scipy" 2>/dev/null; then
     wheels=(benchmarks/gpu/wheelhouse/*.whl)
     if [ ! -e "${wheels[0]}" ]; then
-        echo "check: optuna/tqdm/pytest missing and no wheelhouse; run benchmarks/gpu/wheelhouse.sh where the network is" >&2
+        echo "check: optuna/tqdm/pytest/mlxtend/scipy missing and no wheelhouse; run benchmarks/gpu/wheelhouse.sh where the network is" >&2
         exit 2
     fi
     # --no-deps: exactly the wheels carried (torch and numpy stay the box's own)
@@ -40,6 +40,9 @@ fi
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
 export TF_CPP_MIN_LOG_LEVEL=3
 status=0
+
+# every module of nas imports here, or one line names what is missing (before minutes of work)
+"$py" benchmarks/gpu/check_imports.py || exit 2
 
 # The CUDA tests (skipped on a machine without a GPU). addopts emptied: the box has pytest alone,
 # none of the plugins the project's options may name.
