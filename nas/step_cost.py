@@ -39,7 +39,7 @@ from nas.measure import (
 )
 from nas.model import build
 from nas.model.network import EfficientNet
-from nas.step_table import Drift
+from nas.step_table import DRIFT_TOLERANCE, Drift
 
 METHODS = ("table", "network")
 
@@ -184,7 +184,7 @@ def table_step_time(arch: Arch, shape: TimingShape, device: torch.device, repeat
     """S by the table: the sum of the cached (or now timed) step times of `arch`'s parts."""
     hardware = hardware or fingerprint(device)
     parts = meta_parts(timing_arch(arch), shape)
-    keys = [f"{hardware.key()}|{part.key()}" for part in parts]
+    keys = [_table_key(part, hardware) for part in parts]
     found = {k: cache.get(k) if cache is not None else None for k in keys}
     for key, part in zip(keys, parts, strict=True):
         if found[key] is None:
@@ -195,9 +195,14 @@ def table_step_time(arch: Arch, shape: TimingShape, device: torch.device, repeat
     return _combine([found[k] for k in keys])  # type: ignore[misc]
 
 
+def _table_key(part: Part, hardware: Hardware) -> str:
+    """A part's entry in the step-time table: the hardware it was timed on, then the part."""
+    return f"{hardware.key()}|{part.key()}"
+
+
 def table_parts(arch: Arch, shape: TimingShape, hardware: Hardware) -> dict[str, Part]:
     """{table key: part} of `arch` at `shape`, each distinct part once."""
-    return {f"{hardware.key()}|{part.key()}": part for part in meta_parts(timing_arch(arch), shape)}
+    return {_table_key(part, hardware): part for part in meta_parts(timing_arch(arch), shape)}
 
 
 def time_missing_parts(parts: dict[str, Part], shape: TimingShape, device: torch.device, repeats: Repeats,
@@ -219,18 +224,16 @@ def _network_key(arch: Arch, shape: TimingShape, hardware: Hardware) -> str:
 
 
 def retime_reference(reference: Arch, shape: TimingShape, device: torch.device, repeats: Repeats, method: str,
-                     table: StepTimeCache, hardware: Hardware) -> tuple[dict[str, StepTime], Drift | None]:
+                     table: StepTimeCache, hardware: Hardware,
+                     tolerance: float = DRIFT_TOLERANCE) -> tuple[dict[str, StepTime], Drift | None]:
     """Time the reference afresh (its parts, or its whole network), not from the table: the
     fresh entries by key, and their drift from the table's entries for the same keys (None
     when the table has none of them yet). Each occurrence of a part counts, as in S."""
     if method == "table":
-        parts = meta_parts(timing_arch(reference), shape)
-        keys = [f"{hardware.key()}|{part.key()}" for part in parts]
-        fresh: dict[str, StepTime] = {}
+        keys = [_table_key(part, hardware) for part in meta_parts(timing_arch(reference), shape)]
         warm_up_process(device)
-        for key, part in zip(keys, parts, strict=True):
-            if key not in fresh:
-                fresh[key] = _time_part(part, shape, device, repeats)
+        fresh = {key: _time_part(part, shape, device, repeats)
+                 for key, part in table_parts(reference, shape, hardware).items()}
     else:
         keys = [_network_key(reference, shape, hardware)]
         fresh = {keys[0]: _time_network(reference, shape, device, repeats)}
@@ -238,7 +241,7 @@ def retime_reference(reference: Arch, shape: TimingShape, device: torch.device, 
     if not known:
         return fresh, None
     then = sum(table.get(k).median_ms for k in known)  # type: ignore[union-attr]
-    return fresh, Drift(table_ms=then, now_ms=sum(fresh[k].median_ms for k in known))
+    return fresh, Drift(table_ms=then, now_ms=sum(fresh[k].median_ms for k in known), tolerance=tolerance)
 
 
 def network_step_time(arch: Arch, shape: TimingShape, device: torch.device, repeats: Repeats,

@@ -4,9 +4,7 @@ reference against that table (nas.step_table explains the generations)."""
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import replace
 from pathlib import Path
 
 from nas.data import Dataset
@@ -14,8 +12,8 @@ from nas.device import resolve_device
 from nas.hardware import fingerprint
 from nas.measure import StepTimeCache
 from nas.objective import Reference
-from nas.runs import RunDir, atomic_write
-from nas.search.study import run_lock
+from nas.runs import RunDir
+from nas.search.study import run_reference
 from nas.search.trial import measure_reference, warn_if_other_hardware
 from nas.settings import SearchSettings
 from nas.step_cost import retime_reference
@@ -33,20 +31,20 @@ def open_run_table(run: RunDir, settings: SearchSettings, data: Dataset,
     by every other process and on resume. `root`: the cache folder (default `nas.step_table.cache_dir`)."""
     device = resolve_device(settings.device)
     hardware = fingerprint(device)
-    with run_lock(run):
-        if run.reference_path.is_file():
-            reference = Reference.from_dict(json.loads(run.reference_path.read_text()))
-            warn_if_other_hardware(reference, device)
-            return _pinned_cache(run, hardware, root), reference
+    chosen: list[StepTimeCache] = []
+
+    def measure() -> Reference:  # under the run lock, by the first process of the run
         table = current_table(hardware, root)
         drift, replaced = None, None
         if settings.space.objective.uses_step_time:
             table, drift, replaced = _check_reference(settings, data, table)
-        cache = table.cache()
-        reference = measure_reference(settings, data, cache)
-        write_record(run.path, table, drift, replaced)
-        atomic_write(run.reference_path, json.dumps(reference.to_dict(), indent=2) + "\n")
-        return cache, reference
+        chosen.append(table.cache())
+        reference = measure_reference(settings, data, chosen[0])
+        write_record(run.path, table, drift, replaced)  # before reference.json: every reader finds it
+        return reference
+
+    reference = run_reference(run, measure, on_existing=lambda ref: warn_if_other_hardware(ref, device))
+    return (chosen[0] if chosen else _pinned_cache(run, hardware, root)), reference
 
 
 def _pinned_cache(run: RunDir, hardware, root: Path | None) -> StepTimeCache:
@@ -66,10 +64,8 @@ def _check_reference(settings: SearchSettings, data: Dataset,
     shape = settings.timing_shape(device, data.num_classes)
     cache = table.cache()
     fresh, drift = retime_reference(settings.space.reference, shape, device, settings.measure.repeats(),
-                                    settings.measure.method, cache, table.hardware)
+                                    settings.measure.method, cache, table.hardware, settings.measure.drift_tolerance)
     replaced = None
-    if drift is not None:
-        drift = replace(drift, tolerance=settings.measure.drift_tolerance)
     if drift is not None and drift.beyond:
         replaced, table = table, next_generation(table)
         log.warning("step-time table %s: %s; this run times every part afresh in generation %d (%s)",
