@@ -1,8 +1,8 @@
 """EfficientNetV2's Table 3 on this device: training throughput with no stage, the first half
-(stages 1-3) or every stage Fused-MBConv.
+(stages 1-3), stages 1-5 or every stage Fused-MBConv.
 
-The paper (EfficientNet-B4 on a V100): 155 img/s with no stage fused, 216 img/s with stages 1-3
-fused (1.39x), slower again with every stage fused. The V2 design findings a step-time search
+The paper (EfficientNet-B4 on a V100): 155 img/s with no stage fused, 216 with stages 1-3 fused
+(1.39x), 223 with stages 1-5, 206 with every stage. The V2 design findings a step-time search
 can be expected to reproduce depend on whether this device behaves alike; `nas reproduce v2s`
 measures the same ablation first (nas.reproduce.precondition) and this script runs it alone.
 
@@ -24,12 +24,13 @@ from nas.device import resolve_device, set_threads
 from nas.hardware import fingerprint
 from nas.reproduce.claims import V2_CLAIMS
 from nas.reproduce.precondition import (
-    PAPER_IMG_S,
-    VARIANT_WORDS,
-    VARIANTS,
+    RATIO_COLUMNS,
+    VARIANT_COLUMNS,
     expectation,
     fused_variants,
     measure_precondition,
+    ratio_rows,
+    variant_rows,
 )
 from nas.resources import load_arch
 from nas.scale import preset
@@ -74,17 +75,12 @@ def main() -> None:
 
     found = measure_precondition(reference, shape, device, space.measure.repeats(), reference.resolution,
                                  rounds=args.rounds, on_round=progress)
-    print(f"\n{'variant':<20} {'step ms':>9} {'IQR ms':>15} {'img/s':>8} {'params':>12} {'MACs':>15} "
-          f"{'paper img/s':>12}")
-    for v in VARIANTS:
-        q1, q3 = found.iqr_ms(v)
-        paper = f"{PAPER_IMG_S[v]:.0f}" if v in PAPER_IMG_S else "slower"
-        print(f"{VARIANT_WORDS[v]:<20} {found.median_ms(v):>9.1f} {f'{q1:.1f}-{q3:.1f}':>15} {found.img_s(v):>8.1f} "
-              f"{found.params[v]:>12,} {found.macs[v]:>15,} {paper:>12}")
     print()
-    for a, b in (("early", "none"), ("all", "none"), ("early", "all")):
-        print(f"throughput {a} / {b}: {found.ratio(a, b).text()}")
-    print(f"(paper, B4 on a V100: early / none = {PAPER_IMG_S['early'] / PAPER_IMG_S['none']:.2f}x)\n")
+    for columns, rows in ((VARIANT_COLUMNS, variant_rows(found)), (RATIO_COLUMNS, ratio_rows(found))):
+        widths = [max(len(str(x)) for x in column) for column in zip(columns, *rows, strict=True)]
+        for row in (columns, *rows):
+            print("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)))
+        print()
     for claim in V2_CLAIMS:
         print(f"{claim.text}: {expectation(found, claim.hardware).text}")
     print(f"\nmeasured in {found.seconds:.0f} s")

@@ -40,13 +40,15 @@ from nas.reproduce.analysis import (
 )
 from nas.reproduce.claims import TARGETS, Claim, Target
 from nas.reproduce.precondition import (
-    PAPER_IMG_S,
-    VARIANT_WORDS,
-    VARIANTS,
+    RATIO_COLUMNS,
+    VARIANT_COLUMNS,
     Expectation,
     Precondition,
     expectation,
     load_precondition,
+    paper_ratio,
+    ratio_rows,
+    variant_rows,
 )
 from nas.reproduce.request import REQUEST_FILE, is_reproduction, seed_runs
 from nas.reproduce.retrain import pick_candidates, read_retrain, retrain_settings
@@ -221,7 +223,8 @@ def _precondition_answer(target: Target, found: Precondition | None) -> str:
     early, whole = found.ratio("early", "none"), found.ratio("all", "none")
     expected = [c.text for c in target.claims if expectation(found, c.hardware).expected]
     return (f"training throughput with the first half fused ÷ none fused {early.text()}; every stage fused ÷ none "
-            f"{whole.text()} (paper, B4 on a V100: {PAPER_IMG_S['early'] / PAPER_IMG_S['none']:.2f}× for stages 1–3). "
+            f"{whole.text()} (paper, B4 on a V100: {paper_ratio('early', 'none')} for stages 1–3, "
+            f"{paper_ratio('all', 'none')} for every stage). "
             + (f"Expected on this device: {'; '.join(expected)}." if expected
                else "This device gives the step-time reward no reason to prefer the V2 operator layout."))
 
@@ -232,7 +235,8 @@ def _precondition_section(target: Target, found: Precondition | None) -> str:
         return out[0] + ("The MACs reward counts multiply-adds, which are the same on every device, so the "
                          "findings do not depend on the hardware and no ablation is measured.\n")
     out.append("EfficientNetV2 (Table 3, EfficientNet-B4 on a V100) found Fused-MBConv in stages 1–3 raises training "
-               "throughput from 155 to 216 img/s, while fusing every stage is slower again: that is why a step-time "
+               "throughput from 155 to 216 img/s, stages 1–5 to 223, while fusing every stage is slower again (206): "
+               "that is why a step-time "
                "reward favours fused early stages and MBConv later. Whether *this* device does the same decides "
                "what the search can be expected to find, so the same ablation is measured on it.\n\n")
     if found is None:
@@ -242,18 +246,9 @@ def _precondition_section(target: Target, found: Precondition | None) -> str:
                f"network timed at the search's timing shape ({found.shape}) on {_hardware_words(found.hardware)}; "
                f"{plural(found.rounds, 'interleaved round')} of `nas.measure` step timings (median of each "
                f"round's median, IQR over rounds):\n\n")
-    rows = []
-    for v in VARIANTS:
-        q1, q3 = found.iqr_ms(v)
-        rows.append([VARIANT_WORDS[v], fmt(found.median_ms(v), 1), f"{q1:.1f}–{q3:.1f}", fmt(found.img_s(v), 1),
-                     fmt_count(found.params[v]), fmt_count(found.macs[v]),
-                     fmt(PAPER_IMG_S[v], 0) if v in PAPER_IMG_S else "slower again"])
-    out.append(md_table(["variant", "step ms", "IQR ms", "img/s", "params", "MACs", "paper img/s (B4, V100)"], rows))
+    out.append(md_table(VARIANT_COLUMNS, variant_rows(found)))
     out.append("\nThroughput ratios (geometric mean of the per-round ratios, 95% t-interval, p of no difference):\n\n")
-    rows = [[f"{VARIANT_WORDS[a]} ÷ {VARIANT_WORDS[b]}", found.ratio(a, b).text(), paper]
-            for a, b, paper in (("early", "none", f"{PAPER_IMG_S['early'] / PAPER_IMG_S['none']:.2f}×"),
-                                ("all", "none", "below the fused-early speed"), ("early", "all", "> 1×"))]
-    out.append(md_table(["ratio", "this device", "paper"], rows))
+    out.append(md_table(RATIO_COLUMNS, ratio_rows(found)))
     out.append("\nWhat each design finding can be expected to show here:\n\n")
     for claim in target.claims:
         out.append(f"- {claim.text}: {expectation(found, claim.hardware).text}\n")

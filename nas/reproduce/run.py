@@ -11,6 +11,7 @@ from nas.errors import ConfigError
 from nas.reproduce.claims import TARGETS
 from nas.reproduce.precondition import (
     PRECONDITION_FILE,
+    VARIANTS,
     Precondition,
     load_precondition,
     measure_precondition,
@@ -63,14 +64,15 @@ def run_precondition(folder: Path, request: Request) -> Precondition:
     set_threads(request.workers)  # the threads each search worker measures with
     saved = load_precondition(folder)
     hardware = fingerprint(device).to_dict()
-    if saved is not None and saved.hardware == hardware and saved.rounds >= request.precondition_rounds:
+    if (saved is not None and saved.hardware == hardware and saved.rounds >= request.precondition_rounds
+            and saved.variants == VARIANTS):
         say(request, f"nas: hardware precondition: reusing {folder / PRECONDITION_FILE}")
         return saved
     space = SearchSpace.load(request.space_name)
     data = load_dataset(request.dataset, resolution=space.proxy.resolution, seed=request.seed)
     shape = space.measure.timing_shape(device.type, space.resolution, data.num_classes)
     say(request, f"nas: hardware precondition: {space.reference.name or 'reference'} with no, the first half "
-                  f"of, or every stage fused; whole network at {shape.describe()}, {request.precondition_rounds} "
+                  f"of, the first five or every stage fused (Table 3's rows); whole network at {shape.describe()}, {request.precondition_rounds} "
                   f"interleaved rounds")
 
     def progress(done: int, step_ms: dict[str, float]) -> None:

@@ -31,6 +31,7 @@ from nas.reproduce.precondition import (
     Precondition,
     expectation,
     fused_variants,
+    variant_words,
     load_precondition,
     ratio,
 )
@@ -147,8 +148,10 @@ def test_paired_test_of_tpe_vs_random() -> None:
 def test_fused_variants_switch_only_the_operators() -> None:
     v2s = load_arch("efficientnetv2-s")
     variants = fused_variants(v2s)
-    assert [[s.op for s in variants[k].stages] for k in ("none", "early", "all")] == [
-        ["mbconv"] * 6, ["fused_mbconv"] * 3 + ["mbconv"] * 3, ["fused_mbconv"] * 6]
+    # Table 3's four rows: none, stages 1-3, stages 1-5, every stage
+    assert list(variants) == ["none", "early", "most", "all"]
+    assert [[s.op for s in variants[k].stages] for k in variants] == [
+        ["mbconv"] * 6, ["fused_mbconv"] * 3 + ["mbconv"] * 3, ["fused_mbconv"] * 5 + ["mbconv"], ["fused_mbconv"] * 6]
     assert variants["early"] == v2s  # V2-S itself fuses stages 1-3
     for arch in variants.values():
         assert [(s.kernel, s.expansion, s.se, s.channels, s.layers, s.stride) for s in arch.stages] == [
@@ -308,7 +311,7 @@ def test_tiny_reproduction_writes_the_study(reproduction: Path) -> None:
         assert len(RunDir(reproduction / sub).read_results()) == trials, sub
     assert RunDir(reproduction / "search-seed1").config()["seed"] == 1
     precondition = load_precondition(reproduction)
-    assert precondition.rounds == 3 and set(precondition.step_ms) == {"none", "early", "all"}
+    assert precondition.rounds == 3 and set(precondition.step_ms) == {"none", "early", "most", "all"}
     retrain = read_retrain(reproduction)
     # 1 found and the reference with 2 seeds each, 1 more architecture with one seed
     assert sorted((r["role"], r["seed"]) for r in retrain) == [
@@ -343,7 +346,9 @@ def test_tiny_reproduction_writes_the_study(reproduction: Path) -> None:
     assert_links_resolve(report)
     parsed = tables(text)
     ablation = next(t for t in parsed if t[0][0] == "variant")
-    assert [r[0] for r in ablation[1:]] == ["no stage fused", "first half fused", "every stage fused"]
+    stages = len(load_arch(precondition.archs["none"]).stages)
+    assert [r[0] for r in ablation[1:]] == [variant_words(v, stages) for v in ("none", "early", "most", "all")]
+    assert [r[-1] for r in ablation[1:]] == ["155", "216", "223", "206"]  # the paper's column beside them
     ratios = next(t for t in parsed if t[0][0] == "ratio")
     assert all(re.match(r"\d+\.\d\d×, 95% CI .*, p = ", r[1]) for r in ratios[1:])  # 3 rounds: an interval
     findings = next(t for t in parsed if t[0][0] == "finding")
