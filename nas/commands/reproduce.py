@@ -50,6 +50,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--max-train", type=positive_int, help="proxy training images per trial (default: the space's)")
     p.add_argument("--search-args", default="",
                    help="more `nas search` options for both searches, quoted, e.g. \"--backend ray --address H:P\"")
+    p.add_argument("--allow-code-change", action="store_true",
+                   help="start or resume from a checkout with uncommitted changes, or at another commit than the "
+                        "reproduction began with (refused otherwise; the report lists every phase's commit)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--space", help=argparse.SUPPRESS)  # tests: the tiny space instead of the target's
 
@@ -66,7 +69,8 @@ def run(args: argparse.Namespace) -> None:
         top=args.top, seeds=args.seeds, retrain_epochs=args.retrain_epochs, rank_extra=args.rank_extra,
         precondition_rounds=args.precondition_rounds, dataset=args.dataset, device=args.device,
         workers=args.workers, seed=args.seed, space=args.space, epochs=args.epochs, max_train=args.max_train,
-        search_args=tuple(shlex.split(args.search_args)), quiet=args.quiet,
+        search_args=tuple(shlex.split(args.search_args)), allow_code_change=args.allow_code_change,
+        quiet=args.quiet,
     )
     try:
         report = run_reproduction(request, args.runs_dir, name)

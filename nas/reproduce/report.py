@@ -50,6 +50,7 @@ from nas.reproduce.precondition import (
     ratio_rows,
     variant_rows,
 )
+from nas.reproduce.provenance import PhaseRecord, provenance_rows, read_provenance
 from nas.reproduce.request import REQUEST_FILE, is_reproduction, seed_runs
 from nas.reproduce.retrain import pick_candidates, read_retrain, retrain_settings
 from nas.reproduce.significance import ALPHA, MIN_POINTS, PairedTest, finding_pvalue, judge_finding, paired_test
@@ -151,6 +152,7 @@ def _render(folder: Path, asked: dict[str, Any], target: Target, study: Study, r
     out.append(_findings_section(target, findings, study, k))
     out.append(_random_section(folder, curves, versus, study))
     out.append(_tau_section(folder, retrained, tau, tau_n))
+    out.append(_provenance_section(read_provenance(folder)))
     out.append(_search_section(search))
     return "".join(out)
 
@@ -502,6 +504,26 @@ def _tau_section(folder: Path, retrained: list[Retrained], tau: Correlation, n: 
                f"of an order this close if the two were unrelated; `scipy.stats.kendalltau`). The architectures "
                f"are the best found, the reference and a few more spread over the proxy ranking.\n\n"
                f"![proxy vs retrained](proxy_vs_retrained.png)\n")
+    return "".join(out)
+
+
+def _provenance_section(records: list[PhaseRecord]) -> str:
+    out = ["\n## Which code made it\n\n"]
+    if not records:
+        return out[0] + "No phase recorded its commit (a reproduction made before phases were recorded).\n"
+    commits = {r.commit for r in records}
+    changed = [r for r in records if r.allowed_code_change]
+    if len(commits) == 1 and not any(r.dirty for r in records):
+        which = "code outside a git checkout" if None in commits else f"one clean commit ({records[0].commit[:12]})"
+        out.append(f"Every phase ran from {which}.")
+    else:
+        out.append(f"**The code changed during this reproduction** ({plural(len(commits), 'commit')}"
+                   f"{', a dirty tree' if any(r.dirty for r in records) else ''}): its phases did not all run the "
+                   f"same code, so differences between them may come from the code as well as from the search.")
+    if changed:
+        out.append(" `--allow-code-change` was given for: " + ", ".join(r.phase for r in changed) + ".")
+    out.append("\n\n" + md_table(["phase", "commit", "tree", "started (UTC)", "--allow-code-change"],
+                                  provenance_rows(records)))
     return "".join(out)
 
 

@@ -37,6 +37,7 @@ class Request:
     epochs: int | None = None
     max_train: int | None = None
     search_args: tuple[str, ...] = ()  # more `nas search` options for both searches (e.g. --backend ray)
+    allow_code_change: bool = False  # run from a dirty tree or another commit (nas.reproduce.provenance)
     quiet: bool = False
 
     @property

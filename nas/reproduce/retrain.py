@@ -7,7 +7,7 @@ import io
 import multiprocessing
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -91,8 +91,9 @@ def _write_retrain(folder: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write(folder / RETRAIN_FILE, buffer.getvalue())
 
 
-def retrain(folder: Path, request: Request) -> list[dict[str, Any]]:
-    """Retrain the candidates with several seeds; rows already in retrain.csv are kept.
+def retrain(folder: Path, request: Request, on_start: Callable[[], None] | None = None) -> list[dict[str, Any]]:
+    """Retrain the candidates with several seeds; rows already in retrain.csv are kept
+    (`on_start` is called when any retraining is left to do).
 
     With `request.workers` > 1 the retrainings run in that many processes (one thread each on
     a CPU, sharing the GPU on a GPU machine); step times stay exclusive through the device gate.
@@ -108,6 +109,8 @@ def retrain(folder: Path, request: Request) -> list[dict[str, Any]]:
     jobs = [(c, s) for s in seeds for c in candidates if s in c.seeds and (c.arch, s, epochs) not in done]
     if not jobs:
         return rows
+    if on_start is not None:
+        on_start()
 
     def finished(index: int, row: dict[str, Any]) -> None:
         rows.append(row)

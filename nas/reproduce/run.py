@@ -4,6 +4,7 @@ pair per search seed), retraining, the report."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from nas.reproduce.precondition import (
     measure_precondition,
     save_precondition,
 )
+from nas.reproduce.provenance import CodeState, check_code, installed_code_state, record_phase
 from nas.reproduce.report import write_reproduction_report
 from nas.reproduce.request import Request, record_request, say
 from nas.reproduce.retrain import retrain
@@ -24,19 +26,26 @@ from nas.space import SearchSpace
 
 
 # -- running it ------------------------------------------------------------------------------
-def run_reproduction(request: Request, runs_dir: str | Path, name: str) -> Path:
+def run_reproduction(request: Request, runs_dir: str | Path, name: str, code: CodeState | None = None) -> Path:
     """Precondition, searches and baselines per seed, retraining and report; each part resumes
-    from what is on disk."""
+    from what is on disk. `code`: the code state to record per phase (default: this nas's
+    checkout, `nas.reproduce.provenance`)."""
     if request.target not in TARGETS:
         raise ConfigError(f"target must be one of {sorted(TARGETS)}, but got {request.target!r}")
     folder = Path(runs_dir) / name
+    code = code or installed_code_state()
+    check_code(folder, code, request.allow_code_change)
     record_request(folder, request, runs_dir)
+
+    def phase(label: str) -> None:
+        record_phase(folder, label, code, request.allow_code_change)
+
     runs = request.search_runs()
     say(request, f"nas: reproduction {name} in {folder}: {request.target} ({request.space_name} space), "
                   f"search budget {request.budget}, random baseline {request.baseline}, "
                   f"{len(runs)} search seed{'s' if len(runs) != 1 else ''}")
     if request.precondition_rounds > 0 and any(c.hardware for c in TARGETS[request.target].claims):
-        run_precondition(folder, request)
+        run_precondition(folder, request, on_measure=lambda: phase("precondition"))
     main = folder / runs[0].tpe
     # seed by seed, so an interrupted reproduction leaves whole TPE / random pairs behind it
     for index, pair in enumerate(runs, 1):
@@ -48,14 +57,17 @@ def run_reproduction(request: Request, runs_dir: str | Path, name: str) -> Path:
             if sub != runs[0].tpe:
                 # one reference and one step-time table generation for all runs: one scale
                 _share_reference(main, folder / sub)
+            if not _finished(folder / sub, budget):
+                phase(f"search {sub}")
             run_search(folder, sub, request, budget, sampler=sampler, seed=pair.seed)
-    retrain(folder, request)
+    retrain(folder, request, on_start=lambda: phase("retrain"))
     return write_reproduction_report(folder)
 
 
-def run_precondition(folder: Path, request: Request) -> Precondition:
+def run_precondition(folder: Path, request: Request, on_measure: Callable[[], None] | None = None) -> Precondition:
     """The fused ablation on this device (nas.reproduce.precondition), measured once per
-    hardware: a finished measurement on the same fingerprint is reused."""
+    hardware: a finished measurement on the same fingerprint is reused (`on_measure` is called
+    when it is not)."""
     from nas.data import load_dataset
     from nas.device import resolve_device, set_threads
     from nas.hardware import fingerprint
@@ -68,12 +80,14 @@ def run_precondition(folder: Path, request: Request) -> Precondition:
             and saved.variants == VARIANTS):
         say(request, f"nas: hardware precondition: reusing {folder / PRECONDITION_FILE}")
         return saved
+    if on_measure is not None:
+        on_measure()
     space = SearchSpace.load(request.space_name)
     data = load_dataset(request.dataset, resolution=space.proxy.resolution, seed=request.seed)
     shape = space.measure.timing_shape(device.type, space.resolution, data.num_classes)
-    say(request, f"nas: hardware precondition: {space.reference.name or 'reference'} with no, the first half "
-                  f"of, the first five or every stage fused (Table 3's rows); whole network at {shape.describe()}, {request.precondition_rounds} "
-                  f"interleaved rounds")
+    say(request, f"nas: hardware precondition: {space.reference.name or 'reference'} with no, the first "
+                  f"half, the first five or every stage fused (Table 3's rows); whole network at "
+                  f"{shape.describe()}, {request.precondition_rounds} interleaved rounds")
 
     def progress(done: int, step_ms: dict[str, float]) -> None:
         times = "  ".join(f"{k} {v:.1f} ms" for k, v in step_ms.items())
@@ -113,6 +127,14 @@ def run_search(folder: Path, sub: str, request: Request, budget: int, sampler: s
         argv.append("--quiet")
     say(request, f"nas: {sub}: nas {' '.join(argv)}")
     command_module("search").run(build_parser().parse_args(argv))
+
+
+def _finished(run: Path, budget: int) -> bool:
+    """Whether the search in `run` has reached its budget (so resuming it trains nothing)."""
+    from nas.report import load_run
+    from nas.runs import RunDir
+
+    return RunDir(run).exists() and load_run(RunDir(run)).finished() >= budget
 
 
 def _share_reference(source: Path, dest: Path) -> None:

@@ -31,9 +31,9 @@ from nas.reproduce.precondition import (
     Precondition,
     expectation,
     fused_variants,
-    variant_words,
     load_precondition,
     ratio,
+    variant_words,
 )
 from nas.reproduce.report import tau_text
 from nas.reproduce.request import seed_runs
@@ -50,7 +50,7 @@ from tests.test_report import assert_links_resolve, assert_plots, tables
 TINY = ["reproduce", "v2s", "--space", "tiny", "--dataset", "digits", "--budget", "3", "--baseline-budget", "2",
         "--search-seeds", "2", "--top", "1", "--seeds", "2", "--retrain-epochs", "1", "--rank-extra", "1",
         "--precondition-rounds", "3", "--max-train", "300", "--epochs", "1", "--search-args", "--pruner none",
-        "--quiet"]
+        "--allow-code-change", "--quiet"]  # a checkout under development may be dirty (test_provenance refuses it)
 
 
 def tiny_arch(*stages: tuple[str, int, float, float]) -> Arch:
@@ -365,6 +365,11 @@ def test_tiny_reproduction_writes_the_study(reproduction: Path) -> None:
             assert hardware.startswith(("expected on this device", "not expected on this device", "hardware: "))
             if hardware.startswith("not expected") and verdict != "reproduced":
                 assert hardware in verdict or verdict.startswith("not beyond chance")
+    # every phase that did work names its code (the fixture allows a dirty development tree)
+    phases = next(t for t in parsed if t[0][0] == "phase")
+    assert [r[0] for r in phases[1:]] == ["precondition", "search search", "search random", "search search-seed1",
+                                          "search random-seed1", "retrain"]
+    assert {r[-1] for r in phases[1:]} == {"yes"} and "`--allow-code-change` was given for: precondition" in text
     results = next(t for t in parsed if t[0][0] == "role")
     assert [r[0] for r in results[1:]] == ["found", "reference", "rank"]
     # mean ± std over the seeds; the rank-only architecture has one seed and no spread to show
