@@ -44,6 +44,7 @@ non_negative_int = _bounded(int, lambda v: v >= 0, "an integer >= 0")
 positive_float = _bounded(float, lambda v: v > 0, "a positive number")
 non_negative_float = _bounded(float, lambda v: v >= 0, "a number >= 0")
 fraction = _bounded(float, lambda v: 0.0 < v < 1.0, "a number in (0, 1)")
+fraction_or_zero = _bounded(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
 
 
 def build_parser() -> argparse.ArgumentParser:

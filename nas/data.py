@@ -12,6 +12,11 @@ Specs:
 - ``cifar10:DIR`` / ``cifar100:DIR``: the standard training files (binary format preferred,
   python/pickle format accepted through a restricted unpickler). Both train and val come from
   the training files; the test batch is never read, so it stays untouched for a final evaluation.
+
+``test_fraction`` holds out a test split before train and val are drawn: chosen with a fixed
+seed (`HOLDOUT_SEED`), so every search seed splits the same remainder differently while the
+test images stay the same and unseen by all of them; only a final evaluation reads them
+(`Dataset.test_as_val`).
 - ``imagefolder:DIR``: one subdirectory per class, images read with Pillow as RGB.
 - ``synthetic``: random images with class-dependent mean patterns, for fast tests.
 """
@@ -21,7 +26,7 @@ from __future__ import annotations
 import functools
 import pickle
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -45,6 +50,8 @@ DATASETS: dict[str, str] = {
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 _CIFAR_PIXELS = 3 * 32 * 32
+# The held-out test split does not move with the search seed: one test set for every seed.
+HOLDOUT_SEED = 20_211_124
 # Images resized per call to interpolate; bounds the float32 working set (~50 MB at 3x64x64).
 _RESIZE_CHUNK = 1024
 
@@ -62,13 +69,24 @@ class Dataset:
     num_classes: int
     in_channels: int
     resolution: int
+    # the held-out test split (None without one), normalised like val
+    test_x: torch.Tensor | None = None
+    test_y: torch.Tensor | None = None
 
     def describe(self) -> str:
         """One line: name, split sizes, classes and image shape."""
+        test = f" / {len(self.test_y)} test held out" if self.test_y is not None else ""
         return (
-            f"{self.name}: {len(self.train_y)} train / {len(self.val_y)} val, "
+            f"{self.name}: {len(self.train_y)} train / {len(self.val_y)} val{test}, "
             f"{self.num_classes} classes, {self.in_channels}x{self.resolution}x{self.resolution}"
         )
+
+    def test_as_val(self) -> Dataset:
+        """The same data with the held-out test split in val's place, so any evaluation reports
+        test accuracy (the final evaluation of a retraining)."""
+        if self.test_x is None or self.test_y is None:
+            raise ConfigError(f"{self.name} was loaded without a test split (test_fraction 0)")
+        return replace(self, val_x=self.test_x, val_y=self.test_y)
 
 
 def dataset_names() -> list[str]:
@@ -83,12 +101,15 @@ def load_dataset(
     val_fraction: float = 0.2,
     seed: int = 0,
     limit: int | None = None,
+    test_fraction: float = 0.0,
 ) -> Dataset:
     """Load a dataset by spec (``mnist5k``, ``cifar10:~/data/cifar10``, ...).
 
     The split is stratified by class and determined by ``seed``; ``limit`` keeps a stratified
-    subset of that many samples in total (all of them if the dataset is smaller). Repeated calls
-    with the same arguments return the same cached object.
+    subset of that many samples in total (all of them if the dataset is smaller).
+    ``test_fraction`` of all samples is held out first, the same ones for every ``seed``
+    (`HOLDOUT_SEED`), and never enters train or val. Repeated calls with the same arguments
+    return the same cached object.
     """
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
         raise ConfigError(f"resolution must be a positive integer, but got {describe(resolution)}")
@@ -102,7 +123,17 @@ def load_dataset(
         raise ConfigError(f"limit must be an integer >= 2 or None, but got {describe(limit)}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError(f"seed must be an integer, but got {describe(seed)}")
-    return _load_cached(_canonical_spec(spec), resolution, float(val_fraction), seed, limit)
+    if (
+        isinstance(test_fraction, bool)
+        or not isinstance(test_fraction, (int, float))
+        or not (0.0 <= test_fraction < 1.0)
+        or val_fraction + test_fraction >= 1.0
+    ):
+        raise ConfigError(
+            f"test_fraction must be in [0, 1) and leave room for training beside val_fraction {val_fraction:g}, "
+            f"but got {describe(test_fraction)}"
+        )
+    return _load_cached(_canonical_spec(spec), resolution, float(val_fraction), seed, limit, float(test_fraction))
 
 
 def clear_cache() -> None:
@@ -133,10 +164,12 @@ def _canonical_spec(spec: str) -> str:
 
 
 @functools.lru_cache(maxsize=4)  # CIFAR-10 at 32 px is ~600 MB of float32
-def _load_cached(spec: str, resolution: int, val_fraction: float, seed: int, limit: int | None) -> Dataset:
+def _load_cached(spec: str, resolution: int, val_fraction: float, seed: int, limit: int | None,
+                 test_fraction: float) -> Dataset:
     source = _open_source(spec, resolution)
+    test_idx, pool = _hold_out(source.labels, test_fraction)
     rng = np.random.default_rng(seed)
-    order = _stratified_order(source.labels, rng)
+    order = pool[_stratified_order(source.labels[pool], rng)]
     if limit is not None:
         order = order[:limit]
     n = len(order)
@@ -154,6 +187,10 @@ def _load_cached(spec: str, resolution: int, val_fraction: float, seed: int, lim
     std = torch.where(std > 1e-8, std, torch.ones_like(std))  # a constant channel stays finite
     train_x = ((train_x - mean) / std).contiguous()
     val_x = ((val_x - mean) / std).contiguous()
+    test: dict[str, torch.Tensor] = {}
+    if len(test_idx):
+        test = {"test_x": ((source.fetch(test_idx) - mean) / std).contiguous(),
+                "test_y": torch.from_numpy(source.labels[test_idx].astype(np.int64))}
     return Dataset(
         name=spec,
         train_x=train_x,
@@ -163,7 +200,21 @@ def _load_cached(spec: str, resolution: int, val_fraction: float, seed: int, lim
         num_classes=source.num_classes,
         in_channels=source.in_channels,
         resolution=resolution,
+        **test,
     )
+
+
+def _hold_out(labels: np.ndarray, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the held-out test split (stratified, `HOLDOUT_SEED`) and of the rest, which
+    train and val are drawn from; without a test split the rest is every index in order."""
+    n = len(labels)
+    if test_fraction <= 0.0:
+        return np.empty(0, dtype=np.int64), np.arange(n)
+    if n < 3:
+        raise DataError(f"needs at least 3 samples to hold out a test split beside train and val, found {n}")
+    held = _stratified_order(labels, np.random.default_rng(HOLDOUT_SEED))
+    n_test = min(max(round(n * test_fraction), 1), n - 2)
+    return np.sort(held[:n_test]), np.sort(held[n_test:])
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ RESULT_COLUMNS = [
     "seconds", "hardware", "reason", "arch",
 ]
 FINGERPRINT_KEYS = ("space", "space_sha256", "dataset", "proxy", "measure", "objective", "reference", "val_fraction",
-                    "seed")
+                    "test_fraction", "seed")
 
 
 def atomic_write(path: Path, text: str) -> None:

@@ -14,6 +14,7 @@ from nas.step_cost import TimingShape
 from nas.train import ProxyRecipe
 
 if TYPE_CHECKING:
+    from nas.data import Dataset
     from nas.runs import RunDir
 
 SAMPLERS = ("tpe", "random", "nsga2")
@@ -31,6 +32,9 @@ class SearchSettings:
     val_fraction: float = 0.2
     sampler: str = "tpe"
     pruner: str = "median"
+    # held out before train and val are split, the same for every seed; no trial reads it
+    # (nas reproduce tests its retrained networks on it)
+    test_fraction: float = 0.0
 
     @property
     def proxy(self) -> Proxy:
@@ -43,6 +47,13 @@ class SearchSettings:
     def timing_shape(self, device: torch.device, num_classes: int) -> TimingShape:
         """The shape S is timed at on `device` (the space's `measure`, or the device's defaults)."""
         return self.measure.timing_shape(device.type, self.space.resolution, num_classes)
+
+    def load_data(self) -> Dataset:
+        """The run's data at the proxy resolution: train / val split by `seed`, the test split held out."""
+        from nas.data import load_dataset
+
+        return load_dataset(self.dataset, resolution=self.proxy.resolution, val_fraction=self.val_fraction,
+                            seed=self.seed, test_fraction=self.test_fraction)
 
     def recipe(self) -> ProxyRecipe:
         p = self.proxy
@@ -67,10 +78,15 @@ class SearchSettings:
             raise ConfigError(f"--pruner must be one of {list(PRUNERS)}, but got {self.pruner!r}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"--val-fraction must be in (0, 1), but got {self.val_fraction}")
+        if not 0.0 <= self.test_fraction < 1.0 - self.val_fraction:
+            raise ConfigError(f"--test-fraction must be in [0, {1.0 - self.val_fraction:g}) beside --val-fraction "
+                              f"{self.val_fraction:g}, but got {self.test_fraction}")
         check_proxy_keeps_choices(self.space)
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in asdict(self).items() if k != "space"}
+        if not self.test_fraction:  # runs without a test split keep the config they always had
+            del out["test_fraction"]
         out["space"] = self.space.name
         out["proxy"] = asdict(self.proxy)
         # the drift tolerance only picks the table generation when the run starts (space.yaml keeps
@@ -99,7 +115,7 @@ def saved_space(run: RunDir) -> tuple[str, SearchSpace]:
 def settings_from_run(run: RunDir, *, space: SearchSpace | None = None, dataset: str | None = None,
                       device: str | None = None, seed: int | None = None, val_fraction: float | None = None,
                       sampler: str | None = None, pruner: str | None = None,
-                      objective: str | None = None) -> SearchSettings:
+                      objective: str | None = None, test_fraction: float | None = None) -> SearchSettings:
     """The settings `run` was made with (config.yaml, space.yaml); each given value replaces
     the saved one. A given `space` replaces the saved space, but the run's proxy stays: it is
     what the run's trials were trained with. Not checked: callers apply their overrides first."""
@@ -120,5 +136,6 @@ def settings_from_run(run: RunDir, *, space: SearchSpace | None = None, dataset:
         val_fraction=val_fraction if val_fraction is not None else float(config.get("val_fraction", 0.2)),
         sampler=sampler or str(config.get("sampler") or default_sampler(kind)),
         pruner=pruner or str(config.get("pruner", "median")),
+        test_fraction=test_fraction if test_fraction is not None else float(config.get("test_fraction", 0.0)),
     )
     return settings.with_objective(kind)

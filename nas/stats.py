@@ -97,6 +97,43 @@ def welch_pvalue(a: tuple[float, float], n_a: int, b: tuple[float, float], n_b: 
     return float(result.pvalue)
 
 
+class Difference(NamedTuple):
+    """A difference of two means (a - b) with its Welch 95% interval, and the p-value of Schuirmann's
+    two one-sided tests (TOST) that it lies within ±`margin`: below alpha, the two are equivalent."""
+
+    value: float
+    low: float
+    high: float
+    margin: float
+    equivalence_pvalue: float
+
+    def equivalent(self, alpha: float = 0.05) -> bool:
+        return self.equivalence_pvalue < alpha  # False for NaN
+
+
+def welch_difference(a: tuple[float, float], n_a: int, b: tuple[float, float], n_b: int, margin: float,
+                     confidence: float = 0.95) -> Difference:
+    """Welch's interval of mean a - mean b and the TOST p-value of |a - b| < `margin`, from each
+    side's (mean, sample std) and size (`scipy.stats.t`). NaN interval and p below two samples a
+    side; two constant sides have a zero-width interval and are equivalent exactly when their gap is
+    inside the margin."""
+    import scipy.stats
+
+    diff = a[0] - b[0]
+    if n_a < 2 or n_b < 2:
+        return Difference(diff, math.nan, math.nan, margin, math.nan)
+    va, vb = a[1] ** 2 / n_a, b[1] ** 2 / n_b
+    se = math.sqrt(va + vb)
+    if se == 0.0:
+        return Difference(diff, diff, diff, margin, 0.0 if abs(diff) < margin else 1.0)
+    df = (va + vb) ** 2 / (va ** 2 / (n_a - 1) + vb ** 2 / (n_b - 1))  # Welch-Satterthwaite
+    half = float(scipy.stats.t.ppf(0.5 + confidence / 2, df)) * se
+    # TOST: both "diff > -margin" and "diff < +margin" must reject their opposite
+    p_low = float(scipy.stats.t.sf((diff + margin) / se, df))
+    p_high = float(scipy.stats.t.cdf((diff - margin) / se, df))
+    return Difference(diff, diff - half, diff + half, margin, max(p_low, p_high))
+
+
 def pareto_front(costs: Sequence[float], values: Sequence[float]) -> list[int]:
     """Indices of the points no other point dominates (lower cost and higher value are better),
     ordered by increasing cost. Exact duplicates are all kept."""

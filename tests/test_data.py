@@ -141,6 +141,33 @@ def test_split_deterministic_per_seed_and_varies_across_seeds() -> None:
     assert not torch.equal(a.val_x, c.val_x)
 
 
+def _rows(x: torch.Tensor) -> set[bytes]:
+    return {row.numpy().tobytes() for row in x}
+
+
+def test_a_held_out_test_split_is_disjoint_and_the_same_for_every_seed() -> None:
+    splits = [load_dataset("mnist5k", resolution=28, seed=seed, test_fraction=0.2) for seed in (0, 1)]
+    for ds in splits:
+        assert (len(ds.train_y), len(ds.val_y), len(ds.test_y)) == (3200, 800, 1000)
+        assert torch.bincount(ds.test_y, minlength=10).tolist() == [100] * 10  # stratified
+        seen = _rows(ds.train_x) | _rows(ds.val_x)
+        assert len(seen) == 4000 and not seen & _rows(ds.test_x)  # no test image is trained or validated on
+        assert "1000 test held out" in ds.describe()
+    a, b = splits
+    assert torch.equal(a.test_y, b.test_y)
+    # the same images, each normalised with its own seed's train statistics: equal once standardised
+    def standard(x: torch.Tensor) -> torch.Tensor:
+        return (x - x.mean()) / x.std()
+
+    assert torch.allclose(standard(a.test_x), standard(b.test_x), atol=1e-5)
+    assert not torch.equal(a.val_y, b.val_y)  # while train and val still move with the seed
+    # evaluating on the test split: val's place, nothing else changed
+    final = a.test_as_val()
+    assert final.val_x is a.test_x and final.train_x is a.train_x
+    with pytest.raises(ConfigError, match="without a test split"):
+        load_dataset("mnist5k", resolution=28).test_as_val()
+
+
 def test_limit_keeps_stratified_subset() -> None:
     ds = load_dataset("mnist5k", resolution=8, limit=200, val_fraction=0.2)
     assert len(ds.train_y) + len(ds.val_y) == 200
@@ -357,6 +384,9 @@ def test_bad_specs_and_arguments() -> None:
         load_dataset("synthetic", resolution=0)
     with pytest.raises(ConfigError, match="limit"):
         load_dataset("synthetic", resolution=8, limit=1)
+    for fraction in (-0.1, 1.0, 0.8):  # 0.8 leaves no room beside val 0.2
+        with pytest.raises(ConfigError, match="test_fraction"):
+            load_dataset("synthetic", resolution=8, test_fraction=fraction)
 
 
 # --- cache ---------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from nas.stats import (
     spearman,
     stage_mean,
     stage_share,
+    welch_difference,
     welch_pvalue,
 )
 
@@ -188,3 +189,22 @@ def test_running_best_and_mean_std() -> None:
     assert all(math.isnan(v) for v in mean_std([]))
     assert all(math.isnan(v) for v in mean_std([math.nan, math.nan, math.nan]))  # not measured: no spread
     assert all(math.isnan(v) for v in mean_std([1.0, math.nan]))
+
+
+def test_welch_difference_is_scipys_interval_and_two_one_sided_tests() -> None:
+    import statistics
+
+    import scipy.stats
+
+    a = [0.951, 0.957, 0.962, 0.955, 0.949]
+    b = [0.948, 0.953, 0.950, 0.958]
+    margin = 0.005
+    d = welch_difference((statistics.fmean(a), statistics.stdev(a)), len(a),
+                         (statistics.fmean(b), statistics.stdev(b)), len(b), margin)
+    interval = scipy.stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert (d.low, d.high) == pytest.approx((interval.low, interval.high))
+    # TOST = the larger p of "a - b > -margin" and "a - b < +margin", each a one-sided Welch test
+    lower = scipy.stats.ttest_ind([x + margin for x in a], b, equal_var=False, alternative="greater").pvalue
+    upper = scipy.stats.ttest_ind([x - margin for x in a], b, equal_var=False, alternative="less").pvalue
+    assert d.equivalence_pvalue == pytest.approx(max(lower, upper))
+    assert math.isnan(welch_difference((0.9, 0.0), 1, (0.9, 0.01), 3, margin).equivalence_pvalue)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nas.cli import EXIT_INTERRUPTED, non_negative_int, positive_int
+from nas.cli import EXIT_INTERRUPTED, fraction_or_zero, non_negative_int, positive_int
 from nas.errors import ConfigError
 
 
@@ -27,9 +27,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--baseline-budget", type=non_negative_int, default=None,
                    help="random-search trials per search seed (default: --budget's value, the fair comparison; "
                         "0: no baseline)")
-    p.add_argument("--search-seeds", type=positive_int, default=3,
-                   help="TPE and random search each run with this many seeds, paired by seed for the test of TPE "
-                        "vs random (default 3; fewer than 3 gives a direction only)")
+    p.add_argument("--search-seeds", type=positive_int, default=6,
+                   help="TPE and random search each run with this many seeds, the unit of every test over seeds "
+                        "(default 6: a paired test over 5 seeds cannot go below p = 0.0625; fewer than 3 gives a "
+                        "direction only)")
+    p.add_argument("--no-ablation", action="store_true",
+                   help="skip the cost-term ablation (per seed a TPE search for accuracy alone, every cost weight 0, "
+                        "which tells whether accuracy or cost made each finding)")
     p.add_argument("--top", type=positive_int, default=3, help="best distinct architectures to retrain (default 3)")
     p.add_argument("--seeds", type=positive_int, default=3, help="seeds per retrained architecture (default 3)")
     p.add_argument("--retrain-epochs", type=positive_int, default=None,
@@ -43,6 +47,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--name", help="reproduction name (default: <target>-repro)")
     p.add_argument("--runs-dir", default="runs", help="where runs live (default ./runs)")
     p.add_argument("--dataset", default="mnist5k", help="mnist5k (default), digits, cifar10:DIR, ... as for search")
+    p.add_argument("--test-fraction", type=fraction_or_zero, default=0.2,
+                   help="share of the dataset held out from every search and selection; the retrained networks "
+                        "are tested on it (default 0.2; 0: report accuracy on the validation split)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--workers", type=positive_int, default=1, help="search worker processes on this machine")
     p.add_argument("--seed", type=int, default=0, help="seed of samplers, split and first retraining (default 0)")
@@ -66,8 +73,10 @@ def run(args: argparse.Namespace) -> None:
         raise ConfigError(f"--name must be a plain folder name, but got {name!r}")
     request = Request(
         target=args.target, budget=args.budget, baseline_budget=args.baseline_budget, search_seeds=args.search_seeds,
+        ablation=not args.no_ablation,
         top=args.top, seeds=args.seeds, retrain_epochs=args.retrain_epochs, rank_extra=args.rank_extra,
-        precondition_rounds=args.precondition_rounds, dataset=args.dataset, device=args.device,
+        precondition_rounds=args.precondition_rounds, dataset=args.dataset, test_fraction=args.test_fraction,
+        device=args.device,
         workers=args.workers, seed=args.seed, space=args.space, epochs=args.epochs, max_train=args.max_train,
         search_args=tuple(shlex.split(args.search_args)), allow_code_change=args.allow_code_change,
         quiet=args.quiet,

@@ -140,7 +140,6 @@ def _write_family(args: argparse.Namespace, source: Any, run: Any) -> None:
 
 
 def _grid_search(args: argparse.Namespace, source: Any, run: Any) -> None:
-    from nas.data import load_dataset
     from nas.device import resolve_device
     from nas.errors import RunError
     from nas.runs import RunDir
@@ -164,8 +163,7 @@ def _grid_search(args: argparse.Namespace, source: Any, run: Any) -> None:
     settings = settings.with_overrides(epochs=args.epochs, batch=args.batch, max_train=args.max_train)
     settings.check()
     resolve_device(settings.device)
-    load_dataset(settings.dataset, resolution=settings.proxy.resolution, val_fraction=settings.val_fraction,
-                 seed=settings.seed)  # a bad dataset fails before anything is written
+    settings.load_data()  # a bad dataset fails before anything is written
 
     if args.output:
         out = Path(args.output).expanduser()

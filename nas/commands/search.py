@@ -11,6 +11,7 @@ from typing import Any
 from nas.cli import (
     EXIT_INTERRUPTED,
     fraction,
+    fraction_or_zero,
     non_negative_float,
     non_negative_int,
     positive_float,
@@ -41,6 +42,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--batch", type=positive_int, help="proxy batch size (default: the space's)")
     p.add_argument("--max-train", type=positive_int, help="train on at most this many images per trial")
     p.add_argument("--val-fraction", type=fraction, default=None, help="validation share (default 0.2)")
+    p.add_argument("--test-fraction", type=fraction_or_zero, default=None,
+                   help="share held out as a test split no trial sees, the same images for every --seed "
+                        "(default 0; nas reproduce tests its retrained networks on it)")
     add_cache_dir_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress output")
     ray = p.add_argument_group("Ray cluster (--backend ray)")
@@ -72,13 +76,15 @@ def _space_text_and_settings(args: argparse.Namespace, run: Any) -> tuple[str, A
         text = path.read_text()
     if resumed:  # a resumed run keeps its proxy; different explicit values fail the fingerprint check
         settings = settings_from_run(run, space=space, dataset=args.dataset, device=args.device, seed=args.seed,
-                                     val_fraction=args.val_fraction, sampler=args.sampler, pruner=args.pruner,
+                                     val_fraction=args.val_fraction, test_fraction=args.test_fraction,
+                                     sampler=args.sampler, pruner=args.pruner,
                                      objective=args.objective)
     else:
         kind = args.objective or space.objective.kind
         settings = SearchSettings(
             space=space, dataset=args.dataset if args.dataset is not None else "mnist5k", device=args.device,
             seed=args.seed if args.seed is not None else 0, val_fraction=args.val_fraction or 0.2,
+            test_fraction=args.test_fraction or 0.0,
             sampler=args.sampler or default_sampler(kind), pruner=args.pruner,
         ).with_objective(kind)
     settings = settings.with_overrides(epochs=args.epochs, batch=args.batch, max_train=args.max_train)
@@ -143,15 +149,13 @@ def run(args: argparse.Namespace) -> None:
     budget = args.budget or saved.get("budget") or 200  # a resumed run keeps its budget unless told
     text, settings = _space_text_and_settings(args, run)
     # check data and device before anything is written (loaded data stay cached for the search)
-    from nas.data import load_dataset
     from nas.device import resolve_device
 
     if ray_options is None:
         resolve_device(settings.device)  # a Ray trial's device is on its worker node
     elif settings.device.startswith("cuda") and ray_options.gpus_per_trial == 0:
         raise ConfigError(f"--device {settings.device} needs --gpus-per-trial > 0 with --backend ray")
-    load_dataset(settings.dataset, resolution=settings.proxy.resolution, val_fraction=settings.val_fraction,
-                 seed=settings.seed)
+    settings.load_data()
     if ray_options is not None:
         ray_backend.connect(ray_options)
     config = settings.to_dict()

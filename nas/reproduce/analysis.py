@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -14,12 +15,14 @@ from nas.report import (
     interrupted,
 )
 from nas.reproduce.retrain import Candidate
-from nas.reproduce.significance import ALPHA, MIN_POINTS
+from nas.reproduce.significance import ACCURACY_MARGIN, ALPHA, MIN_POINTS
 from nas.space import SearchSpace
 from nas.stats import (
+    Difference,
     dominates,
     mean_std,
     running_best,
+    welch_difference,
     welch_pvalue,
 )
 
@@ -42,6 +45,7 @@ class Retrained:
     seeds: int
     first_seed_accuracy: float | None
     failed: int
+    split: str = "val"  # where `accuracy` was measured: the held-out "test" split, or "val"
 
 
 def summarise_retrain(rows: Sequence[dict[str, Any]], candidates: Sequence[Candidate], objective: Objective | None,
@@ -70,12 +74,13 @@ def summarise_retrain(rows: Sequence[dict[str, Any]], candidates: Sequence[Candi
             proxy_reward=cand.proxy_reward, accuracy=mean_std([r["accuracy"] for r in good]),
             step_ms=mean_std([r["step_ms"] for r in good]), reward=mean_std(rewards), params=good[0]["params"],
             macs=good[0]["macs"], seeds=len(good), first_seed_accuracy=first["accuracy"],
-            failed=len(all_rows) - len(good),
+            failed=len(all_rows) - len(good), split=good[0].get("split") or "val",
         ))
     return out
 
 
-REWARD_WORDS = {"beats": "better reward", "matches": "same reward within the spread",
+REWARD_WORDS = {"beats": "better reward",
+                "is not distinguishable from": f"reward not distinguishable (Welch p ≥ {ALPHA})",
                 "loses to": "worse reward", "is untested against": f"fewer than {MIN_POINTS} seeds: a direction only"}
 
 
@@ -98,20 +103,20 @@ def compare(found: Retrained, ref: Retrained, cost: str = "step_ms") -> tuple[st
         on_reward = "is untested against"
     elif p < ALPHA:
         on_reward = "beats" if found.reward[0] > ref.reward[0] else "loses to"
-    else:  # NaN here: equal constant rewards
-        on_reward = "matches"
+    else:  # NaN here: equal constant rewards; never "equal": that needs an equivalence test
+        on_reward = "is not distinguishable from"
     noun = COST_AXES[cost].noun
     fa, fs, ra, rs = found.accuracy[0], cost_of(found, cost)[0], ref.accuracy[0], cost_of(ref, cost)[0]
     ratio = f"{fa - ra:+.4f} accuracy at {fs / rs:.2f}× the {noun}" if rs else f"{fa - ra:+.4f} accuracy"
-    axes = [("accuracy", found.accuracy, ref.accuracy)]
-    if cost == "step_ms":  # MACs are exact: no spread to test
-        axes.append((noun, found.step_ms, ref.step_ms))
-    # NaN with two seeds or more: both sides constant and equal, so no gap at all
-    within = [name for name, a, b in axes if not welch_pvalue(a, found.seeds, b, ref.seeds) < ALPHA]
     if few_seeds:
         ratio += f"; fewer than {MIN_POINTS} seeds: a direction only, no gap tested against the spread over seeds"
-    elif within:
-        ratio += f"; the {' and '.join(within)} gap is within the spread over seeds: Welch p ≥ {ALPHA}"
+    else:
+        accuracy = accuracy_difference(found, ref)
+        if not welch_pvalue(found.accuracy, found.seeds, ref.accuracy, ref.seeds) < ALPHA:
+            ratio += f"; accuracy {equivalence_text(accuracy)}"
+        # MACs are exact: no spread to test
+        if cost == "step_ms" and not welch_pvalue(found.step_ms, found.seeds, ref.step_ms, ref.seeds) < ALPHA:
+            ratio += f"; the {noun} gap is within the spread over seeds: Welch p ≥ {ALPHA}"
     if dominates(fs, fa, rs, ra):
         front = f"dominates the reference ({ratio})"
     elif dominates(rs, ra, fs, fa):
@@ -121,6 +126,22 @@ def compare(found: Retrained, ref: Retrained, cost: str = "step_ms") -> tuple[st
     else:
         front = f"buys accuracy with more {noun} ({ratio})"
     return on_reward, front
+
+
+def accuracy_difference(a: Retrained, b: Retrained) -> Difference:
+    """Mean accuracy a - b over seeds, its Welch interval and TOST at ±`ACCURACY_MARGIN`."""
+    return welch_difference(a.accuracy, a.seeds, b.accuracy, b.seeds, ACCURACY_MARGIN)
+
+
+def equivalence_text(d: Difference) -> str:
+    """"equivalent" only from the equivalence test; otherwise the interval, never "equal"."""
+    points = f"±{d.margin * 100:g} points"
+    if d.equivalent(ALPHA):
+        return f"equivalent within {points} (TOST p = {d.equivalence_pvalue:.2g})"
+    if math.isnan(d.low):
+        return "not distinguishable (too few seeds for an interval)"
+    return (f"not distinguishable (95% CI of the difference {d.low:+.4f} to {d.high:+.4f}; not shown equivalent "
+            f"within {points}, TOST p = {d.equivalence_pvalue:.2g})")
 
 
 def uniform_sample(space: SearchSpace, n: int = 2000, seed: int = 0) -> list[Arch]:

@@ -23,13 +23,15 @@ class Request:
     target: str
     budget: int = 100
     baseline_budget: int | None = None  # None: the search's budget (a fair comparison)
-    search_seeds: int = 3  # TPE and random search each run with this many seeds (paired by seed)
+    search_seeds: int = 6  # TPE and random search each run with this many seeds (paired by seed)
+    ablation: bool = True  # per seed also TPE for accuracy alone (every cost weight 0): accuracy or cost?
     top: int = 3
     seeds: int = 3
     retrain_epochs: int | None = None  # None: twice the proxy's epochs
     rank_extra: int = 7  # with top 3 and the reference: 11 architectures for Kendall tau
     precondition_rounds: int = 5  # interleaved timings of the fused ablation (0: skip it)
     dataset: str = "mnist5k"
+    test_fraction: float = 0.2  # held out from every search; the retrained networks are tested on it
     device: str = "auto"
     workers: int = 1
     seed: int = 0
@@ -59,13 +61,17 @@ class Request:
             if item.name in ("target", "quiet") or value == item.default:
                 continue
             flag = "--" + item.name.replace("_", "-")
+            if isinstance(value, bool):  # a switch: the flag that turns the default around
+                parts.append(flag if value else "--no-" + flag[2:])
+                continue
             parts += [flag, shlex.join(value) if item.name == "search_args" else str(value)]
         parts += ["--name", name] + (["--runs-dir", str(runs_dir)] if str(runs_dir) != "runs" else [])
         return shlex.join(parts)
 
     def fingerprint(self) -> dict[str, Any]:
         """What must not change when the same --name is run again."""
-        return {"target": self.target, "space": self.space_name, "dataset": self.dataset, "seed": self.seed}
+        return {"target": self.target, "space": self.space_name, "dataset": self.dataset, "seed": self.seed,
+                "test_fraction": self.test_fraction}
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,7 @@ class SeedRuns:
     seed: int
     tpe: str
     random: str
+    accuracy: str  # the cost-term ablation: TPE with every cost weight 0
 
 
 def seed_runs(first_seed: int, count: int) -> list[SeedRuns]:
@@ -84,7 +91,7 @@ def seed_runs(first_seed: int, count: int) -> list[SeedRuns]:
     for i in range(max(1, count)):
         seed = first_seed + i
         suffix = "" if i == 0 else f"-seed{seed}"
-        out.append(SeedRuns(seed, f"search{suffix}", f"random{suffix}"))
+        out.append(SeedRuns(seed, f"search{suffix}", f"random{suffix}", f"accuracy-only{suffix}"))
     return out
 
 

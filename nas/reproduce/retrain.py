@@ -19,13 +19,15 @@ from nas.report import (
     fmt,
     load_run,
 )
-from nas.reproduce.request import Request, say
+from nas.reproduce.request import Request, SeedRuns, say
 from nas.runs import RunDir, atomic_write
 from nas.settings import SearchSettings, settings_from_run
 
 RETRAIN_FILE = "retrain.csv"
 RETRAIN_COLUMNS = ["role", "trial", "seed", "epochs", "train_images", "state", "accuracy", "step_ms", "step_spread",
-                   "params", "macs", "seconds", "reason", "arch"]
+                   "params", "macs", "seconds", "reason", "arch", "split"]
+# the split `accuracy` was measured on: the held-out test split, or val where none was held out
+# (and in retrain.csv files written before there was one)
 
 
 # -- retraining ------------------------------------------------------------------------------
@@ -39,26 +41,51 @@ class Candidate:
     seeds: tuple[int, ...]
 
 
+def ranked(data: RunData) -> list[dict[str, Any]]:
+    """A run's complete trials best reward first, one per architecture (retries of one keep
+    the best), the reference left out: every run enqueues it as trial 0, so it is chosen, not found."""
+    ref_string = data.reference.to_string() if data.reference is not None else None
+    distinct: dict[str, dict[str, Any]] = {}
+    for row in sorted(data.complete, key=lambda r: -r["reward"]):
+        if row["arch"] != ref_string:
+            distinct.setdefault(row["arch"], row)
+    return list(distinct.values())
+
+
 def pick_candidates(data: RunData, top: int, rank_extra: int, seeds: Sequence[int]) -> list[Candidate]:
     """The `top` best distinct architectures found (reference excluded), the reference, and
     `rank_extra` more spread evenly over the proxy-accuracy ranking (first seed only)."""
     ref_string = data.reference.to_string() if data.reference is not None else None
-    distinct: dict[str, dict[str, Any]] = {}
-    for row in sorted(data.complete, key=lambda r: -r["reward"]):
-        distinct.setdefault(row["arch"], row)  # retries of one architecture: keep the best
-    found = [r for a, r in distinct.items() if a != ref_string][:top]
-    out = [Candidate("found", r["number"], r["arch"], r["accuracy"], r["reward"], tuple(seeds)) for r in found]
+    rows = ranked(data)
+    out = [Candidate("found", r["number"], r["arch"], r["accuracy"], r["reward"], tuple(seeds)) for r in rows[:top]]
     if ref_string is not None:
         ref = data.reference_row
         out.append(Candidate("reference", ref["number"] if ref else None, ref_string,
                              ref["accuracy"] if ref else None, ref["reward"] if ref else None, tuple(seeds)))
     taken = {c.arch for c in out}
-    rest = sorted((r for a, r in distinct.items() if a not in taken), key=lambda r: -r["accuracy"])
+    rest = sorted((r for r in rows if r["arch"] not in taken), key=lambda r: -r["accuracy"])
     if rank_extra > 0 and rest:
         count = min(rank_extra, len(rest))
         picks = sorted({round(i * (len(rest) - 1) / max(1, count - 1)) for i in range(count)})
         out += [Candidate("rank", rest[i]["number"], rest[i]["arch"], rest[i]["accuracy"], rest[i]["reward"],
                           tuple(seeds[:1])) for i in picks]
+    return out
+
+
+def best_of_each_search(folder: Path, runs: Sequence[SeedRuns],
+                        seeds: Sequence[int]) -> dict[int, dict[str, Candidate]]:
+    """Per search seed, the best architecture of the TPE search and of the random search with
+    that seed, each retrained with the same `seeds` and recipe: TPE vs random after retraining."""
+    out: dict[int, dict[str, Candidate]] = {}
+    for pair in runs:
+        for sub, side in ((pair.tpe, "tpe"), (pair.random, "random")):
+            if not RunDir(folder / sub).exists():
+                continue
+            rows = ranked(load_run(RunDir(folder / sub)))
+            if rows:
+                r = rows[0]
+                out.setdefault(pair.seed, {})[side] = Candidate(f"{side}-best", r["number"], r["arch"], r["accuracy"],
+                                                                r["reward"], tuple(seeds))
     return out
 
 
@@ -75,6 +102,7 @@ def read_retrain(folder: Path) -> list[dict[str, Any]]:
     with path.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     for row in rows:
+        row["split"] = row.get("split") or "val"
         for key in ("trial", "seed", "epochs", "train_images", "params", "macs"):
             row[key] = int(row[key]) if row.get(key) else None
         for key in ("accuracy", "step_ms", "step_spread", "seconds"):
@@ -102,11 +130,20 @@ def retrain(folder: Path, request: Request, on_start: Callable[[], None] | None 
     settings = retrain_settings(settings_from_run(run), request.retrain_epochs)
     seeds = [settings.seed + i for i in range(request.seeds)]
     candidates = pick_candidates(load_run(run), request.top, request.rank_extra, seeds)
+    if request.baseline > 0:
+        per_seed = best_of_each_search(folder, request.search_runs(), seeds)
+        candidates += [c for sides in per_seed.values() for c in sides.values()]
     rows = read_retrain(folder)
     done = {(r["arch"], r["seed"], r["epochs"]) for r in rows}
     epochs = settings.proxy.epochs
-    # seed-major order: a drift in machine load touches every architecture alike
-    jobs = [(c, s) for s in seeds for c in candidates if s in c.seeds and (c.arch, s, epochs) not in done]
+    # seed-major order: a drift in machine load touches every architecture alike; an architecture
+    # two roles share (TPE's best is also "found") is retrained once per seed
+    jobs = []
+    for s in seeds:
+        for c in candidates:
+            if s in c.seeds and (c.arch, s, epochs) not in done:
+                done.add((c.arch, s, epochs))
+                jobs.append((c, s))
     if not jobs:
         return rows
     if on_start is not None:
@@ -141,16 +178,17 @@ def retrain(folder: Path, request: Request, on_start: Callable[[], None] | None 
 
 def retrain_one(cand: Candidate, seed: int, settings: SearchSettings) -> dict[str, Any]:
     """One retraining as a retrain.csv row; a failure is a row too (the others go on)."""
-    from nas.data import load_dataset
     from nas.search.base import failure_reason
     from nas.search.trial import evaluate
 
-    dataset = load_dataset(settings.dataset, resolution=settings.proxy.resolution,
-                           val_fraction=settings.val_fraction, seed=settings.seed)
+    dataset = settings.load_data()
     _warm_up(settings, dataset)
+    split = "test" if dataset.test_x is not None else "val"
+    if split == "test":  # trained on train, tested on images no search or selection saw
+        dataset = dataset.test_as_val()
     start = time.perf_counter()
     row: dict[str, Any] = {"role": cand.role, "trial": cand.trial, "seed": seed, "epochs": settings.proxy.epochs,
-                           "train_images": len(dataset.train_x), "arch": cand.arch}
+                           "train_images": len(dataset.train_x), "arch": cand.arch, "split": split}
     try:
         # no step-time cache: measured afresh, in a warm process, for every seed
         result = evaluate(Arch.from_string(cand.arch), replace(settings, seed=seed), dataset)

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+import yaml
+
 from nas.errors import ConfigError
 from nas.reproduce.claims import TARGETS
 from nas.reproduce.precondition import (
@@ -22,6 +24,7 @@ from nas.reproduce.provenance import CodeState, check_code, installed_code_state
 from nas.reproduce.report import write_reproduction_report
 from nas.reproduce.request import Request, record_request, say
 from nas.reproduce.retrain import retrain
+from nas.runs import atomic_write
 from nas.space import SearchSpace
 
 
@@ -50,16 +53,18 @@ def run_reproduction(request: Request, runs_dir: str | Path, name: str, code: Co
     # seed by seed, so an interrupted reproduction leaves whole TPE / random pairs behind it
     for index, pair in enumerate(runs, 1):
         say(request, f"nas: search seed {pair.seed} ({index} of {len(runs)})")
-        jobs = [(pair.tpe, request.budget, None)]
+        jobs: list[tuple[str, int, str | None, str | None]] = [(pair.tpe, request.budget, None, None)]
         if request.baseline > 0:
-            jobs.append((pair.random, request.baseline, "random"))
-        for sub, budget, sampler in jobs:
+            jobs.append((pair.random, request.baseline, "random", None))
+        if request.ablation:
+            jobs.append((pair.accuracy, request.budget, None, str(accuracy_only_space(folder, request))))
+        for sub, budget, sampler, space in jobs:
             if sub != runs[0].tpe:
                 # one reference and one step-time table generation for all runs: one scale
                 _share_reference(main, folder / sub)
             if not _finished(folder / sub, budget):
                 phase(f"search {sub}")
-            run_search(folder, sub, request, budget, sampler=sampler, seed=pair.seed)
+            run_search(folder, sub, request, budget, sampler=sampler, seed=pair.seed, space=space)
     retrain(folder, request, on_start=lambda: phase("retrain"))
     return write_reproduction_report(folder)
 
@@ -103,17 +108,43 @@ def run_precondition(folder: Path, request: Request, on_measure: Callable[[], No
     return found
 
 
+ABLATION_SPACE = "accuracy-only-space.yaml"
+
+
+def accuracy_only_space(folder: Path, request: Request) -> Path:
+    """The target's space with every cost weight 0, so its reward is accuracy alone: the
+    cost-term ablation searches it with the same seeds and budget (written once)."""
+    from nas.resources import space_path
+
+    path = folder / ABLATION_SPACE
+    if path.is_file():
+        return path
+    source = space_path(request.space_name)
+    raw = yaml.safe_load(source.read_text()) or {}
+    reference = raw.get("reference")
+    if isinstance(reference, str) and (source.parent / reference).is_file():  # a file beside the original
+        raw["reference"] = str((source.parent / reference).resolve())
+    raw["name"] = f"{raw.get('name', source.stem)}-accuracy-only"
+    raw["objective"] = {**(raw.get("objective") or {}), "step_time_weight": 0.0, "params_weight": 0.0,
+                        "macs_weight": 0.0}
+    atomic_write(path, yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
 def run_search(folder: Path, sub: str, request: Request, budget: int, sampler: str | None = None,
-               seed: int | None = None) -> None:
-    """`nas search` into folder/sub, resuming it if it exists (the search command builds the settings)."""
+               seed: int | None = None, space: str | None = None) -> None:
+    """`nas search` into folder/sub, resuming it if it exists (the search command builds the
+    settings); `space`: a space file instead of the target's."""
     from nas.cli import build_parser
     from nas.commands import command_module
 
     target = TARGETS[request.target]
-    argv = ["search", "--space", request.space_name, "--budget", str(budget), "--runs-dir", str(folder),
+    argv = ["search", "--space", space or request.space_name, "--budget", str(budget), "--runs-dir", str(folder),
             "--name", sub, "--dataset", request.dataset, "--objective", target.objective,
             "--seed", str(request.seed if seed is None else seed),
             "--device", request.device, "--workers", str(request.workers)]
+    if request.test_fraction:
+        argv += ["--test-fraction", str(request.test_fraction)]
     if sampler:
         argv += ["--sampler", sampler]
     if request.epochs:

@@ -15,7 +15,7 @@ import time
 
 import optuna
 
-from nas.data import Dataset, load_dataset
+from nas.data import Dataset
 from nas.device import set_threads
 from nas.errors import RunError
 from nas.measure import StepTimeCache
@@ -53,8 +53,7 @@ class OptunaSearch:
     def run_worker(self) -> int:
         """Run trials until the run's budget is met; returns how many this worker ran."""
         settings = self.settings
-        data = load_dataset(settings.dataset, resolution=settings.proxy.resolution,
-                            val_fraction=settings.val_fraction, seed=settings.seed)
+        data = settings.load_data()
         cache, reference = open_run_table(self.run, settings, data)
         objective = Objective(settings.space.objective, reference)
         rs = RunStudy.open(self.run, settings, objective, self.storage_url, seed_offset=self.worker)
