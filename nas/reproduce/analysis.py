@@ -108,23 +108,37 @@ def compare(found: Retrained, ref: Retrained, cost: str = "step_ms") -> tuple[st
     noun = COST_AXES[cost].noun
     fa, fs, ra, rs = found.accuracy[0], cost_of(found, cost)[0], ref.accuracy[0], cost_of(ref, cost)[0]
     ratio = f"{fa - ra:+.4f} accuracy at {fs / rs:.2f}× the {noun}" if rs else f"{fa - ra:+.4f} accuracy"
+    accuracy_differs = cost_differs = True  # with too few seeds the means speak, as a direction
     if few_seeds:
         ratio += f"; fewer than {MIN_POINTS} seeds: a direction only, no gap tested against the spread over seeds"
     else:
-        accuracy = accuracy_difference(found, ref)
-        if not welch_pvalue(found.accuracy, found.seeds, ref.accuracy, ref.seeds) < ALPHA:
-            ratio += f"; accuracy {equivalence_text(accuracy)}"
+        accuracy_differs = welch_pvalue(found.accuracy, found.seeds, ref.accuracy, ref.seeds) < ALPHA
+        if not accuracy_differs:
+            ratio += f"; accuracy {equivalence_text(accuracy_difference(found, ref))}"
         # MACs are exact: no spread to test
-        if cost == "step_ms" and not welch_pvalue(found.step_ms, found.seeds, ref.step_ms, ref.seeds) < ALPHA:
-            ratio += f"; the {noun} gap is within the spread over seeds: Welch p ≥ {ALPHA}"
-    if dominates(fs, fa, rs, ra):
-        front = f"dominates the reference ({ratio})"
-    elif dominates(rs, ra, fs, fa):
-        front = f"is dominated by the reference ({ratio})"
-    elif fs < rs:
-        front = f"trades accuracy for less {noun} ({ratio})"
+        if cost == "step_ms":
+            cost_differs = welch_pvalue(found.step_ms, found.seeds, ref.step_ms, ref.seeds) < ALPHA
+            if not cost_differs:
+                ratio += f"; the {noun} gap is within the spread over seeds: Welch p ≥ {ALPHA}"
+        else:
+            cost_differs = fs != rs
+    if accuracy_differs and cost_differs:
+        if dominates(fs, fa, rs, ra):
+            front = f"dominates the reference ({ratio})"
+        elif dominates(rs, ra, fs, fa):
+            front = f"is dominated by the reference ({ratio})"
+        elif fs < rs:
+            front = f"trades accuracy for less {noun} ({ratio})"
+        else:
+            front = f"buys accuracy with more {noun} ({ratio})"
+    elif cost_differs:  # "dominates" would read a gap no test showed into the accuracy
+        front = f"costs {'less' if fs < rs else 'more'} {noun} at an accuracy not distinguishable from the " \
+                f"reference's ({ratio})"
+    elif accuracy_differs:
+        front = f"is {'more' if fa > ra else 'less'} accurate at a {noun} not distinguishable from the " \
+                f"reference's ({ratio})"
     else:
-        front = f"buys accuracy with more {noun} ({ratio})"
+        front = f"is not distinguishable from the reference in accuracy or {noun} ({ratio})"
     return on_reward, front
 
 

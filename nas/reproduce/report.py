@@ -230,8 +230,10 @@ def _answers(target: Target, found: list[Retrained], ref: Retrained | None,
                  f"unit): {len(reproduced)} of {len(findings)} reproduced (TPE's top beyond random search's per seed, "
                  f"and the reward favouring it among random search's trials, each p < {ALPHA:g}, not ruled out by "
                  f"the device)" + (f" ({'; '.join(reproduced)})" if reproduced else "")
-                 + (f"; {'; '.join(others)}" if others else "") + ". Made by: "
-                 + "; ".join(f"{f.claim.text}: {f.made_by.split(' (')[0]}" for f in findings) + ".")
+                 + (f"; {'; '.join(others)}" if others else "") + ". "
+                 + ("Accuracy or cost: " + "; ".join(f"{f.claim.text}: {f.made_by.split(' (')[0]}" for f in findings)
+                    if study.ablations else "Accuracy or cost: not attributable, no accuracy-only search was run")
+                 + ".")
     if versus is not None:
         lines.append(f"- **TPE vs random search** after {versus_n(study)} trials, paired by seed over "
                      f"{plural(versus.pairs, 'seed')}: {_versus_text(versus)}.")
@@ -248,7 +250,8 @@ def _answers(target: Target, found: list[Retrained], ref: Retrained | None,
                      f"{plural(len(after.seeds), 'search seed')}: reward {_versus_text(after.reward)}; accuracy "
                      f"{_versus_text(after.accuracy, 'accuracy')}.")
     else:
-        lines.append("- **TPE vs random search after retraining**: not retrained yet.")
+        lines.append("- **TPE vs random search after retraining**: no search's best retrained yet (a reproduction "
+                     "made before this comparison existed, or one still running).")
     if tau_n < MIN_POINTS:
         caveat = f" ({tau_n} architectures: a direction only)"
     elif not tau.significant(ALPHA):  # NaN included: never read as agreement
@@ -278,7 +281,8 @@ def _split_words(split: str) -> str:
 def _retrained_versus_section(after: RetrainedVersus | None) -> str:
     out = ["\n## TPE vs random search after retraining\n\n"]
     if after is None:
-        return out[0] + "Not retrained yet (or no random baseline).\n"
+        return out[0] + ("No search's best retrained yet (a reproduction made before this comparison existed, one "
+                         "still running, or one without a random baseline).\n")
     out.append(f"The proxy's seed noise is of the size of the differences between architectures, so the best of each "
                f"search is retrained (same seeds and recipe for both sides; {_split_words(after.tpe[0].split)}); "
                f"the mean over retraining seeds is one value per search seed, and the search seeds are paired:\n\n")

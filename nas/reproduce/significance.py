@@ -119,6 +119,8 @@ def attribute(found_by_reward: SeedTest, found_by_accuracy: SeedTest, reward_vs_
     """What made a finding, from the cost-term ablation (the same seeds and budget searched for
     accuracy alone): accuracy when the accuracy-only search also shows it beyond random search;
     cost when the reward search shows it more than the accuracy-only search; both; or neither."""
+    if found_by_accuracy.seeds == 0 and reward_vs_accuracy.seeds == 0:
+        return "not attributable: no accuracy-only search"
     if found_by_accuracy.seeds < MIN_POINTS or reward_vs_accuracy.seeds < MIN_POINTS:
         return f"not attributable: fewer than {MIN_POINTS} seeds with an accuracy-only search"
     accuracy = found_by_accuracy.pvalue < alpha

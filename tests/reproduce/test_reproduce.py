@@ -284,11 +284,18 @@ def test_compare_verdicts() -> None:
     better = retrained((0.92, 0.01), (80.0, 5.0), (0.95, 0.01))
     on_reward, front = compare(better, ref)
     assert on_reward == "beats"
-    assert front.startswith("dominates the reference (+0.0200 accuracy at 0.80× the step time; accuracy not "
-                            "distinguishable (95% CI of the difference ")
+    # faster beyond the spread, more accurate only on average: never "dominates"
+    assert front.startswith("costs less step time at an accuracy not distinguishable from the reference's (+0.0200 "
+                            "accuracy at 0.80× the step time; accuracy not distinguishable (95% CI of the difference ")
+    assert compare(replace(better, seeds=20), replace(ref, seeds=20))[1] == (
+        "dominates the reference (+0.0200 accuracy at 0.80× the step time)")
+    sharper = retrained((0.95, 0.005), (101.0, 5.0), (0.96, 0.01))
+    assert compare(sharper, ref)[1].startswith("is more accurate at a step time not distinguishable")
+    alike = retrained((0.901, 0.01), (101.0, 5.0), (0.90, 0.01))
+    assert compare(alike, ref)[1].startswith("is not distinguishable from the reference in accuracy or step time")
     close = retrained((0.89, 0.01), (70.0, 5.0), (0.905, 0.01))
     on_reward, front = compare(close, ref)
-    assert on_reward == "is not distinguishable from" and front.startswith("trades accuracy for less step time")
+    assert on_reward == "is not distinguishable from" and front.startswith("costs less step time at an accuracy not")
     worse = retrained((0.85, 0.01), (120.0, 5.0), (0.84, 0.01))
     assert compare(worse, ref) == ("loses to",
                                    "is dominated by the reference (-0.0500 accuracy at 1.20× the step time)")
