@@ -485,6 +485,9 @@ def _findings_section(target: Target, findings: list[Finding], study: Study, k: 
     search = study.search
     seeds = findings[0].versus_random.seeds if findings else 0
     samples = findings[0].reward.n if findings else 0
+    pruned = sum(r["state"] == "PRUNED" for b in study.baselines.values() for r in b.rows)
+    left_out = (f"; {pruned} pruned trials are left out, since their accuracy is from fewer epochs, so these "
+                f"are the trials that survived the median pruner, not a uniform sample" if pruned else "")
     out = [f"\n## Do the paper's design findings reappear? (top {k} of each search, "
            f"{plural(seeds, 'search seed')})\n\n"]
     out.append(f"Two questions, each with its own test, and a finding is **reproduced** only when both say so, it "
@@ -496,9 +499,9 @@ def _findings_section(target: Target, findings: list[Finding], study: Study, k: 
                f"search are correlated, since TPE converges; with n seeds all one way p = 1/2^n, so 3 seeds cannot "
                f"go below 0.125).\n"
                f"2. *Does the reward favour it at all?* On unbiased samples, every finished trial of the random "
-               f"searches ({samples} trials), Spearman's rank correlation of the finding's score per architecture "
-               f"with its reward (one-sided). A share in TPE's top alone shows where TPE converged, not what the "
-               f"reward favours.\n\n"
+               f"searches ({samples} trials{left_out}), Spearman's rank correlation of the finding's score per "
+               f"architecture with its reward (one-sided). A share in TPE's top alone shows where TPE converged, "
+               f"not what the reward favours.\n\n"
                f"Scores are shares of stages (0–1), or 1/0 for whether a mix holds. \"pooled top\" and \"chance\" "
                f"(2,000 uniform draws) describe, they test nothing. {len(findings)} findings are tested, so one may "
                f"pass at p < {ALPHA:g} by chance alone in about {1 - (1 - ALPHA) ** max(1, len(findings)):.0%} of "
@@ -515,8 +518,8 @@ def _findings_section(target: Target, findings: list[Finding], study: Study, k: 
 
 def _ablation_section(findings: list[Finding], study: Study, k: int) -> str:
     out = ["\n### Accuracy or cost: the cost-term ablation\n\n"]
-    out.append("The reward multiplies accuracy by a cost factor, so a finding can come from either. The same searches "
-               "(seeds, budget) were run with every cost weight set to 0, searching for accuracy alone. "
+    out.append("The reward multiplies accuracy by a cost factor, so a finding can come from either. The ablation runs "
+               "the same searches (seeds, budget) with every cost weight set to 0, searching for accuracy alone. "
                f"\"accuracy-only vs random\": per seed, its top {k} against the random search's (does accuracy alone "
                f"find it?); \"with vs without cost\": the reward search's top {k} against the accuracy-only one's "
                "(does the cost term add it?); both one-sided Wilcoxon over seeds. The unbiased samples (random "

@@ -152,6 +152,10 @@ def run_search(folder: Path, sub: str, request: Request, budget: int, sampler: s
     if request.max_train:
         argv += ["--max-train", str(request.max_train)]
     argv += list(request.search_args)
+    if sampler == "random":
+        # every random trial trained in full: the unbiased sample the findings are tested on (a
+        # pruner would keep only the trials whose early accuracy beat the median)
+        argv += ["--pruner", "none"]
     if (folder / sub / "config.yaml").is_file():
         argv.append("--resume")
     if request.quiet:
