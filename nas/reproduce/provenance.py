@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -73,11 +73,21 @@ def installed_code_state() -> CodeState:
 
 @dataclass(frozen=True)
 class PhaseRecord:
+    """One stretch of work on a phase: the code it ran, when it started and, unless it was cut
+    off, when it finished (a resumed phase has one record per stretch)."""
+
     phase: str
     commit: str | None
     dirty: bool
     started: str
     allowed_code_change: bool = False
+    finished: str | None = None
+
+    @property
+    def seconds(self) -> float | None:
+        if self.finished is None:
+            return None
+        return (datetime.fromisoformat(self.finished) - datetime.fromisoformat(self.started)).total_seconds()
 
 
 def read_provenance(folder: Path) -> list[PhaseRecord]:
@@ -104,17 +114,37 @@ def check_code(folder: Path, code: CodeState, allow_change: bool) -> None:
                           f"will list the commit of every phase)")
 
 
-def record_phase(folder: Path, phase: str, code: CodeState, allow_change: bool) -> None:
-    """Append that `phase` starts now with `code` (once per phase and code state)."""
-    records = read_provenance(folder)
-    if any(r.phase == phase and r.commit == code.commit and r.dirty == code.dirty for r in records):
-        return
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    records.append(PhaseRecord(phase, code.commit, code.dirty, started, allow_change))
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _write(folder: Path, records: list[PhaseRecord]) -> None:
     atomic_write(Path(folder) / PROVENANCE_FILE, json.dumps([asdict(r) for r in records], indent=1) + "\n")
 
 
+def record_phase(folder: Path, phase: str, code: CodeState, allow_change: bool) -> None:
+    """Append that `phase` starts now with `code`."""
+    _write(folder, [*read_provenance(folder), PhaseRecord(phase, code.commit, code.dirty, _now(), allow_change)])
+
+
+def finish_phase(folder: Path, phase: str) -> None:
+    """Mark the latest unfinished stretch of `phase` finished now (nothing when none is open)."""
+    records = read_provenance(folder)
+    for i in range(len(records) - 1, -1, -1):
+        if records[i].phase == phase and records[i].finished is None:
+            records[i] = replace(records[i], finished=_now())
+            _write(folder, records)
+            return
+
+
+def phase_minutes(records: list[PhaseRecord], prefix: str) -> float:
+    """Minutes of finished work on the phases whose name starts with `prefix`."""
+    return sum(r.seconds or 0.0 for r in records if r.phase.startswith(prefix)) / 60.0
+
+
 def provenance_rows(records: list[PhaseRecord]) -> list[list[Any]]:
-    """One report row per recorded phase: phase, commit, tree, started, whether a change was allowed."""
+    """One report row per stretch of work: phase, commit, tree, started, minutes (or that it was
+    cut off), whether a code change was allowed."""
     return [[r.phase, r.commit[:12] if r.commit else "not a git checkout", "dirty" if r.dirty else "clean", r.started,
+             f"{r.seconds / 60:.1f}" if r.seconds is not None else "cut off",
              "yes" if r.allowed_code_change else "no"] for r in records]

@@ -50,7 +50,7 @@ from nas.reproduce.precondition import (
     ratio_rows,
     variant_rows,
 )
-from nas.reproduce.provenance import PhaseRecord, provenance_rows, read_provenance
+from nas.reproduce.provenance import PhaseRecord, phase_minutes, provenance_rows, read_provenance
 from nas.reproduce.request import REQUEST_FILE, SeedRuns, is_reproduction, seed_runs
 from nas.reproduce.retrain import best_of_each_search, pick_candidates, ranked, read_retrain, retrain_settings
 from nas.reproduce.significance import (
@@ -683,7 +683,14 @@ def _provenance_section(records: list[PhaseRecord]) -> str:
                    f"same code, so differences between them may come from the code as well as from the search.")
     if changed:
         out.append(" `--allow-code-change` was given for: " + ", ".join(r.phase for r in changed) + ".")
-    out.append("\n\n" + md_table(["phase", "commit", "tree", "started (UTC)", "--allow-code-change"],
+    searches, retraining = phase_minutes(records, "search "), phase_minutes(records, "retrain")
+    cut = sum(r.finished is None for r in records)
+    out.append(f" Time it took (finished stretches of work): searches {searches:.0f} min, retraining "
+               f"{retraining:.0f} min, precondition {phase_minutes(records, 'precondition'):.1f} min"
+               + (f"; {cut} stretch{'es' if cut != 1 else ''} cut off (interrupted, or still running) not counted"
+                  if cut else "")
+               + ".")
+    out.append("\n\n" + md_table(["phase", "commit", "tree", "started (UTC)", "minutes", "--allow-code-change"],
                                   provenance_rows(records)))
     return "".join(out)
 

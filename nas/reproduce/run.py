@@ -20,7 +20,7 @@ from nas.reproduce.precondition import (
     measure_precondition,
     save_precondition,
 )
-from nas.reproduce.provenance import CodeState, check_code, installed_code_state, record_phase
+from nas.reproduce.provenance import CodeState, check_code, finish_phase, installed_code_state, record_phase
 from nas.reproduce.report import write_reproduction_report
 from nas.reproduce.request import Request, record_request, say
 from nas.reproduce.retrain import retrain
@@ -49,6 +49,7 @@ def run_reproduction(request: Request, runs_dir: str | Path, name: str, code: Co
                   f"{len(runs)} search seed{'s' if len(runs) != 1 else ''}")
     if request.precondition_rounds > 0 and any(c.hardware for c in TARGETS[request.target].claims):
         run_precondition(folder, request, on_measure=lambda: phase("precondition"))
+        finish_phase(folder, "precondition")
     main = folder / runs[0].tpe
     # seed by seed, so an interrupted reproduction leaves whole TPE / random pairs behind it
     for index, pair in enumerate(runs, 1):
@@ -65,7 +66,9 @@ def run_reproduction(request: Request, runs_dir: str | Path, name: str, code: Co
             if not _finished(folder / sub, budget):
                 phase(f"search {sub}")
             run_search(folder, sub, request, budget, sampler=sampler, seed=pair.seed, space=space)
+            finish_phase(folder, f"search {sub}")
     retrain(folder, request, on_start=lambda: phase("retrain"))
+    finish_phase(folder, "retrain")
     return write_reproduction_report(folder)
 
 

@@ -12,7 +12,9 @@ from nas.reproduce.provenance import (
     CodeState,
     check_code,
     code_state,
+    finish_phase,
     installed_code_state,
+    phase_minutes,
     provenance_rows,
     read_provenance,
     record_phase,
@@ -104,14 +106,21 @@ def test_resuming_at_another_commit_is_refused_unless_allowed(checkout: Path, tm
     assert [(r.phase, r.commit, r.allowed_code_change) for r in records] == [
         ("search search", first.commit, False), ("retrain", second.commit, True)]
     assert [row[:3] + row[4:] for row in provenance_rows(records)] == [
-        ["search search", first.commit[:12], "clean", "no"], ["retrain", second.commit[:12], "clean", "yes"]]
+        ["search search", first.commit[:12], "clean", "cut off", "no"],
+        ["retrain", second.commit[:12], "clean", "cut off", "yes"]]
 
 
-def test_a_phase_is_recorded_once_per_code_state(checkout: Path, tmp_path: Path) -> None:
+def test_each_stretch_of_work_records_its_time(checkout: Path, tmp_path: Path) -> None:
     state = code_state(checkout)
-    for _ in range(3):
-        record_phase(tmp_path, "retrain", state, allow_change=False)
-    assert len(read_provenance(tmp_path)) == 1
+    record_phase(tmp_path, "search search", state, allow_change=False)  # cut off: never finished
+    record_phase(tmp_path, "search search", state, allow_change=False)  # the resumed stretch
+    finish_phase(tmp_path, "search search")
+    finish_phase(tmp_path, "retrain")  # never started: nothing to finish
+    records = read_provenance(tmp_path)
+    assert [(r.phase, r.finished is None) for r in records] == [("search search", True), ("search search", False)]
+    assert records[1].seconds is not None and records[1].seconds >= 0.0 and records[0].seconds is None
+    assert phase_minutes(records, "search ") == records[1].seconds / 60
+    assert [row[4] for row in provenance_rows(records)] == ["cut off", f"{records[1].seconds / 60:.1f}"]
 
 
 def test_a_reproduction_from_a_dirty_tree_writes_nothing(checkout: Path, tmp_path: Path) -> None:

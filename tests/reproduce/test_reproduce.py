@@ -463,6 +463,8 @@ def test_tiny_reproduction_writes_the_study(reproduction: Path) -> None:
                                           "search search-seed1", "search random-seed1", "search accuracy-only-seed1",
                                           "retrain"]
     assert {r[-1] for r in phases[1:]} == {"yes"} and "`--allow-code-change` was given for: precondition" in text
+    assert all(re.fullmatch(r"\d+\.\d", r[4]) for r in phases[1:])  # every stretch finished, its minutes shown
+    assert re.search(r"Time it took \(finished stretches of work\): searches \d+ min, retraining \d+ min", text)
     results = next(t for t in parsed if t[0][0] == "role")
     assert [r[0] for r in results[1:]] == ["found", "reference", "rank"]
     # mean ± std over the seeds; an architecture retrained with one seed (a rank-only one that is not
