@@ -177,7 +177,8 @@ def _render(folder: Path, asked: dict[str, Any], target: Target, study: Study, r
            + (f" per seed over {plural(len(study.baselines), 'seed')}; " if len(study.baselines) > 1 else "; ")
            if baseline else "no random-search baseline; ")
         + f"retraining: {plural(settings.proxy.epochs, 'epoch')} on the whole training split, "
-        f"{plural(int(asked.get('seeds', 1)), 'seed')} for the {asked.get('top')} best found and the reference. "
+        f"{plural(int(asked.get('seeds', 1)), 'seed')} for the {asked.get('top')} best found and the reference"
+        + (" and for the best of every TPE and random search" if after is not None else "") + ". "
         f"The paper sampled up to 1000 models trained ~10 "
         f"epochs at reduced size on ImageNet; this is a proxy of a proxy, so read the numbers as such. "
         f"Every verdict below is a test at p < {ALPHA:g}; a result from fewer than {MIN_POINTS} points "
@@ -231,9 +232,7 @@ def _answers(target: Target, found: list[Retrained], ref: Retrained | None,
                  f"and the reward favouring it among random search's trials, each p < {ALPHA:g}, not ruled out by "
                  f"the device)" + (f" ({'; '.join(reproduced)})" if reproduced else "")
                  + (f"; {'; '.join(others)}" if others else "") + ". "
-                 + ("Accuracy or cost: " + "; ".join(f"{f.claim.text}: {f.made_by.split(' (')[0]}" for f in findings)
-                    if study.ablations else "Accuracy or cost: not attributable, no accuracy-only search was run")
-                 + ".")
+                 + "Accuracy or cost: " + _made_by_text(findings) + ".")
     if versus is not None:
         lines.append(f"- **TPE vs random search** after {versus_n(study)} trials, paired by seed over "
                      f"{plural(versus.pairs, 'seed')}: {_versus_text(versus)}.")
@@ -247,7 +246,7 @@ def _answers(target: Target, found: list[Retrained], ref: Retrained | None,
     if after is not None:
         lines.append(f"- **TPE vs random search after retraining** (each side's best per seed, the same retraining "
                      f"seeds and recipe, {_split_words(after.tpe[0].split)}), paired over "
-                     f"{plural(len(after.seeds), 'search seed')}: reward {_versus_text(after.reward)}; accuracy "
+                     f"{plural(len(after.seeds), 'search seed')}: {_versus_text(after.reward)}; "
                      f"{_versus_text(after.accuracy, 'accuracy')}.")
     else:
         lines.append("- **TPE vs random search after retraining**: no search's best retrained yet (a reproduction "
@@ -263,6 +262,14 @@ def _answers(target: Target, found: list[Retrained], ref: Retrained | None,
     lines.append(f"- **Proxy vs longer training**: {tau_text(tau)} between proxy accuracy and retrained "
                  f"accuracy over {tau_n} architectures{caveat}.")
     return "\n".join(lines) + "\n"
+
+
+def _made_by_text(findings: list[Finding]) -> str:
+    """What made each finding, said once when it is the same for all (e.g. no ablation run)."""
+    verdicts = [f.made_by.split(" (")[0] for f in findings]
+    if len(set(verdicts)) == 1:
+        return f"{verdicts[0]} (every finding)" if verdicts else "–"
+    return "; ".join(f"{f.claim.text}: {v}" for f, v in zip(findings, verdicts, strict=True))
 
 
 def _versus_text(versus: PairedTest, figure: str = "reward") -> str:
@@ -674,13 +681,17 @@ def _provenance_section(records: list[PhaseRecord]) -> str:
         return out[0] + "No phase recorded its commit (a reproduction made before phases were recorded).\n"
     commits = {r.commit for r in records}
     changed = [r for r in records if r.allowed_code_change]
-    if len(commits) == 1 and not any(r.dirty for r in records):
+    dirty = any(r.dirty for r in records)
+    if len(commits) == 1 and not dirty:
         which = "code outside a git checkout" if None in commits else f"one clean commit ({records[0].commit[:12]})"
         out.append(f"Every phase ran from {which}.")
     else:
-        out.append(f"**The code changed during this reproduction** ({plural(len(commits), 'commit')}"
-                   f"{', a dirty tree' if any(r.dirty for r in records) else ''}): its phases did not all run the "
-                   f"same code, so differences between them may come from the code as well as from the search.")
+        if len(commits) > 1:
+            out.append(f"**The code changed during this reproduction**: its phases ran from {len(commits)} commits, "
+                       f"so differences between them may come from the code as well as from the search.")
+        if dirty:
+            out.append(f"{' ' if len(commits) > 1 else ''}**Some phases ran from a tree with uncommitted changes**, "
+                       f"so the code that made them is not fully known.")
     if changed:
         out.append(" `--allow-code-change` was given for: " + ", ".join(r.phase for r in changed) + ".")
     searches, retraining = phase_minutes(records, "search "), phase_minutes(records, "retrain")
