@@ -38,6 +38,16 @@ def round_channels(channels: float, divisor: int = 8) -> int:
     return int(rounded)
 
 
+def squeeze_channels(in_channels: int, se: float) -> int:
+    """SE width: a fraction of the block's *input* channels (not the expanded width)."""
+    return max(1, int(in_channels * se))
+
+
+def expanded_channels(in_channels: int, expansion: float) -> int:
+    # expansion 1 keeps the input width even when it is not 8-divisible, so no expand conv appears
+    return in_channels if expansion == 1 else round_channels(in_channels * expansion)
+
+
 def round_layers(layers: int, depth: float) -> int:
     """Stage depth after the depth multiplier: always rounded up."""
     return int(math.ceil(layers * depth))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import logging
 import os
@@ -25,12 +26,14 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from nas.arch import Arch
 from nas.cpu_allocator import keep_freed_memory
 from nas.device import cudnn_autotuning, prepare, synchronize, to_device, train_step
 from nas.device_gate import exclusive_device
 from nas.errors import ConfigError
 from nas.file_lock import file_lock
 from nas.model.blocks import MBConv
+from nas.timing import Repeats
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,18 @@ log = logging.getLogger(__name__)
 def count_params(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@functools.lru_cache(maxsize=4096)
+def network_size(arch: Arch, resolution: int, num_classes: int = 1000, in_channels: int = 3,
+                 macs: bool = True) -> tuple[int, int | None]:
+    """Parameters and multiply-adds (None unless `macs`) of `arch`'s network at `resolution`,
+    built on the meta device: no memory, no compute (B7 in a second). Memoised per process."""
+    from nas.model import build
+
+    with torch.device("meta"):
+        model = build(arch, num_classes=num_classes, in_channels=in_channels)
+    return count_params(model), count_macs(model, resolution, in_channels) if macs else None
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -82,25 +97,6 @@ class StepTime:
         median = float(data["median_ms"])
         # caches written before min_ms existed: the median is the closest value they hold
         return cls(median, float(data["spread"]), int(data["samples"]), float(data.get("min_ms", median)))
-
-
-@dataclass(frozen=True)
-class Repeats:
-    """How many steps a timing takes: `warmup` untimed, then at least `steps` timed, repeating
-    (as torch.utils.benchmark's adaptive_autorange does) until the interquartile range is within
-    `target_spread` of the median or `max_steps` steps were timed."""
-
-    warmup: int = 2
-    steps: int = 5
-    max_steps: int = 20
-    target_spread: float = 0.05
-
-    def check(self) -> None:
-        if self.steps < 1 or self.warmup < 0 or self.max_steps < self.steps:
-            raise ConfigError(
-                f"steps must be >= 1, warmup >= 0 and max_steps >= steps, but got steps={self.steps}, "
-                f"warmup={self.warmup}, max_steps={self.max_steps}"
-            )
 
 
 def _summarise(times_ms: list[float]) -> StepTime:

@@ -12,9 +12,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from nas.arch import Arch, Stage
+from nas.arch import Arch, Stage, expanded_channels, squeeze_channels
 from nas.errors import ConfigError
-from nas.model.blocks import expanded_channels, squeeze_channels
 from nas.space import STAGE_FIELDS, SearchSpace
 
 

@@ -5,17 +5,17 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from nas.errors import ConfigError, RunError
 from nas.proxy_check import check_proxy_keeps_choices
 from nas.space import Measure, Proxy, SearchSpace
-from nas.step_cost import TimingShape
-from nas.train import ProxyRecipe
+from nas.timing import TimingShape
 
 if TYPE_CHECKING:
+    import torch
+
     from nas.data import Dataset
     from nas.runs import RunDir
+    from nas.train import ProxyRecipe
 
 SAMPLERS = ("tpe", "random", "nsga2")
 PRUNERS = ("median", "none")
@@ -56,8 +56,9 @@ class SearchSettings:
                             seed=self.seed, test_fraction=self.test_fraction)
 
     def recipe(self) -> ProxyRecipe:
-        p = self.proxy
-        return ProxyRecipe(epochs=p.epochs, batch=p.batch, lr=p.lr, max_train=p.max_train, seed=self.seed)
+        from nas.train import ProxyRecipe
+
+        return ProxyRecipe.from_proxy(self.proxy, seed=self.seed)
 
     def with_overrides(self, **proxy_overrides: Any) -> SearchSettings:
         """Apply CLI overrides of the proxy (epochs, batch, resolution, ...); None means keep."""

@@ -16,9 +16,8 @@ import yaml
 
 from nas.arch import KERNELS, OPS, STRIDES, Arch, Stage, Validator, parse_frame, round_channels, round_layers
 from nas.errors import ConfigError
-from nas.measure import Repeats
 from nas.resources import load_arch, reference_names, space_path
-from nas.step_cost import METHODS, TimingShape
+from nas.timing import METHODS, Repeats, TimingShape
 
 STAGE_FIELDS = ("op", "kernel", "expansion", "se", "channels", "layers", "skip")
 OBJECTIVE_KINDS = ("reward", "macs", "pareto")

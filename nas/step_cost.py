@@ -40,25 +40,7 @@ from nas.measure import (
 from nas.model import build
 from nas.model.network import EfficientNet
 from nas.step_table import DRIFT_TOLERANCE, Drift
-
-METHODS = ("table", "network")
-
-
-@dataclass(frozen=True)
-class TimingShape:
-    """The input a step is timed on: batch, image size, input channels and classes."""
-
-    batch: int
-    resolution: int
-    in_channels: int = 3
-    num_classes: int = 10
-
-    def describe(self) -> str:
-        return (f"batch {self.batch}, {self.resolution}x{self.resolution} px, {self.in_channels} channels, "
-                f"{self.num_classes} classes")
-
-    def token(self) -> str:
-        return f"b{self.batch}_r{self.resolution}_in{self.in_channels}_nc{self.num_classes}"
+from nas.timing import TimingShape
 
 
 class _HeadSection(nn.Module):

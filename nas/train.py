@@ -19,6 +19,7 @@ from nas.data import Dataset
 from nas.device import autocast, cudnn_autotuning, grad_scaler, prepare, to_device, train_step
 from nas.device_gate import holding_device, shared_device
 from nas.errors import TrialError
+from nas.space import Proxy
 
 # Called after every epoch with (epoch, val_acc); returning False stops training (pruning).
 EpochCallback = Callable[[int, float], "bool | None"]
@@ -28,13 +29,20 @@ StateCallback = Callable[[dict[str, Any]], None]
 
 @dataclass(frozen=True)
 class ProxyRecipe:
-    epochs: int = 2
-    batch: int = 128
-    lr: float = 0.003
+    """How a proxy is trained. Epochs, batch, learning rate and training images are the space's
+    `Proxy` (one default each, declared there); weight decay and warm-up belong to training alone."""
+
+    epochs: int = Proxy.epochs
+    batch: int = Proxy.batch
+    lr: float = Proxy.lr
     weight_decay: float = 0.01
     warmup_fraction: float = 0.1
-    max_train: int | None = None
+    max_train: int | None = Proxy.max_train
     seed: int = 0
+
+    @classmethod
+    def from_proxy(cls, proxy: Proxy, seed: int = 0) -> ProxyRecipe:
+        return cls(epochs=proxy.epochs, batch=proxy.batch, lr=proxy.lr, max_train=proxy.max_train, seed=seed)
 
 
 @dataclass

@@ -32,7 +32,7 @@ from nas.data import dataset_names
 from nas.errors import ConfigError
 from nas.resources import load_arch, reference_names, space_path
 from nas.space import OBJECTIVE_KINDS, SearchSpace
-from nas.step_cost import METHODS
+from nas.timing import METHODS
 from tests.conftest import examples, run_nas
 
 # -- case counts (printed by the terminal-summary hook in tests/conftest.py) ----------------

@@ -15,12 +15,21 @@ from tests.conftest import nas_env
 HEAVY = ("mlxtend", "sklearn", "kornia", "matplotlib", "tensorboard", "ray", "scipy", "PIL", "pandas")
 
 
-def _loaded_after(code: str) -> list[str]:
-    """The HEAVY modules a fresh interpreter has loaded after running `code`."""
+def _loaded_after(code: str, watched: tuple[str, ...] = HEAVY) -> list[str]:
+    """The `watched` modules a fresh interpreter has loaded after running `code`."""
     probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}})))"
     out = subprocess.run([sys.executable, "-c", probe], env=nas_env(threads=1), capture_output=True, text=True,
                          check=True).stdout
-    return [name for name in json.loads(out.splitlines()[-1]) if name in HEAVY]
+    return [name for name in json.loads(out.splitlines()[-1]) if name in watched]
+
+
+def test_the_spec_and_the_reports_import_no_torch() -> None:
+    # the spec (architectures, spaces, objectives, settings) and what renders reports read files
+    # only: torch loads when something is built, trained or timed (a report's MACs count does)
+    modules = ["nas.arch", "nas.space", "nas.timing", "nas.objective", "nas.settings", "nas.proxy_check",
+               "nas.resources", "nas.runs", "nas.report", "nas.commands.report", "nas.reproduce.report",
+               "nas.reproduce.precondition"]
+    assert _loaded_after("\n".join(f"import {m}" for m in modules), ("torch",)) == []
 
 
 def test_help_imports_nothing_heavy() -> None:

@@ -11,7 +11,7 @@ import torch
 from nas.data import load_dataset
 from nas.errors import TrialError
 from nas.model import build
-from nas.space import SearchSpace
+from nas.space import Proxy, SearchSpace
 from nas.train import ProxyRecipe, proxy_train
 
 CPU = torch.device("cpu")
@@ -123,3 +123,13 @@ def test_a_timed_step_autotunes_as_a_long_run_would(monkeypatch) -> None:
     time_steps(lambda: seen.append(torch.backends.cudnn.benchmark), torch.device("cpu"),
                Repeats(warmup=1, steps=2, max_steps=2, target_spread=0.0))
     assert seen == [True, True, True] and torch.backends.cudnn.benchmark is False
+
+
+def test_the_recipe_has_the_spaces_proxy_defaults() -> None:
+    # one default per proxy setting: a recipe made without a space trains as the default space's
+    # proxy does (a 0.003 learning rate here once drifted from the space's 0.01)
+    default = ProxyRecipe()
+    assert (default.epochs, default.batch, default.lr, default.max_train) == (
+        Proxy.epochs, Proxy.batch, Proxy.lr, Proxy.max_train)
+    proxy = Proxy(epochs=3, batch=32, lr=0.05, max_train=100)
+    assert ProxyRecipe.from_proxy(proxy, seed=4) == ProxyRecipe(epochs=3, batch=32, lr=0.05, max_train=100, seed=4)

@@ -41,6 +41,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -265,7 +266,7 @@ def _trainer(device_spec: str, gated: bool, training: Any, stop: Any) -> None:
         return not stop.is_set()
 
     # short epochs: `stop` is looked at between epochs
-    recipe = nas.train.ProxyRecipe(epochs=100_000, batch=space.proxy.batch, max_train=4 * space.proxy.batch)
+    recipe = nas.train.ProxyRecipe.from_proxy(replace(space.proxy, epochs=100_000, max_train=4 * space.proxy.batch))
     nas.train.proxy_train(model, data, recipe, device, on_epoch=on_epoch)
 
 
@@ -301,7 +302,7 @@ def _proxy_training_seconds(device: torch.device, gated: bool, epochs: int,
     if not gated:
         nas.train.shared_device = lambda device: contextlib.nullcontext()
     try:
-        recipe = nas.train.ProxyRecipe(epochs=epochs, batch=space.proxy.batch, max_train=max_train)
+        recipe = nas.train.ProxyRecipe.from_proxy(replace(space.proxy, epochs=epochs, max_train=max_train))
         outcome = nas.train.proxy_train(model, data, recipe, device)
     finally:
         nas.train.shared_device = real

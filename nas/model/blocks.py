@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nas.arch import round_channels
+from nas.arch import expanded_channels, squeeze_channels
 
 BN_EPS = 1e-3
 
@@ -77,16 +77,6 @@ class StochasticDepth(nn.Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
-
-
-def squeeze_channels(in_channels: int, se: float) -> int:
-    """SE width: a fraction of the block's *input* channels (not the expanded width)."""
-    return max(1, int(in_channels * se))
-
-
-def expanded_channels(in_channels: int, expansion: float) -> int:
-    # expansion 1 keeps the input width even when it is not 8-divisible, so no expand conv appears
-    return in_channels if expansion == 1 else round_channels(in_channels * expansion)
 
 
 class _ResidualBlock(nn.Module):

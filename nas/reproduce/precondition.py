@@ -21,16 +21,16 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import scipy.stats
-import torch
 
 from nas.arch import Arch
-from nas.measure import Repeats, count_macs, count_params, measure_step_time
-from nas.model import build
 from nas.runs import atomic_write
-from nas.step_cost import TimingShape, timing_arch
+from nas.timing import Repeats, TimingShape
+
+if TYPE_CHECKING:
+    import torch
 
 PRECONDITION_FILE = "precondition.json"
 VARIANTS = ("none", "early", "most", "all")
@@ -166,16 +166,18 @@ def measure_precondition(reference: Arch, shape: TimingShape, device: torch.devi
                          on_round: Callable[[int, dict[str, float]], None] | None = None) -> Precondition:
     """Time the four variants' whole full-size networks at `shape`, `rounds` times, interleaved
     (each round starts at another variant, so none always goes first); counts at `resolution`."""
+    # the measurement alone needs torch: reports read precondition.json without it
     from nas.hardware import fingerprint
+    from nas.measure import measure_step_time, network_size
+    from nas.model import build
+    from nas.step_cost import timing_arch
 
     start = time.perf_counter()
     variants = {k: timing_arch(a) for k, a in fused_variants(reference).items()}
     models = {k: build(a, num_classes=shape.num_classes, in_channels=shape.in_channels) for k, a in variants.items()}
     params, macs = {}, {}
     for key, arch in variants.items():
-        with torch.device("meta"):
-            meta = build(arch, num_classes=shape.num_classes, in_channels=shape.in_channels)
-        params[key], macs[key] = count_params(meta), count_macs(meta, resolution, shape.in_channels)
+        params[key], macs[key] = network_size(arch, resolution, shape.num_classes, shape.in_channels)
     step_ms: dict[str, list[float]] = {k: [] for k in VARIANTS}
     for r in range(rounds):
         order = VARIANTS[r % len(VARIANTS):] + VARIANTS[:r % len(VARIANTS)]

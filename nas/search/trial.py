@@ -10,7 +10,6 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
 from typing import Any
 
 import torch
@@ -19,7 +18,7 @@ from nas.arch import Arch
 from nas.data import Dataset
 from nas.device import device_name, resolve_device
 from nas.hardware import Hardware, fingerprint
-from nas.measure import StepTime, StepTimeCache, count_macs, count_params
+from nas.measure import StepTime, StepTimeCache, network_size
 from nas.model import build
 from nas.objective import Reference
 from nas.settings import SearchSettings
@@ -69,15 +68,9 @@ class Costs:
 
 def full_size_counts(arch: Arch, resolution: int, data: Dataset) -> tuple[int, int]:
     """Parameters and multiply-adds of the full-size network (memoised per process)."""
-    return _counts(arch, resolution, data.num_classes, data.in_channels)
-
-
-@lru_cache(maxsize=4096)
-def _counts(arch: Arch, resolution: int, num_classes: int, in_channels: int) -> tuple[int, int]:
-    # built on the meta device: no memory, no compute
-    with torch.device("meta"):
-        model = build(arch, num_classes=num_classes, in_channels=in_channels)
-    return count_params(model), count_macs(model, resolution, in_channels)
+    params, macs = network_size(arch, resolution, data.num_classes, data.in_channels)
+    assert macs is not None  # asked for (macs=True)
+    return params, macs
 
 
 def measure_costs(arch: Arch, settings: SearchSettings, data: Dataset, device: torch.device,
