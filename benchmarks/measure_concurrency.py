@@ -72,7 +72,8 @@ def _trainer(space_name: str, seed: int, mode, steps) -> None:
     while mode.value != STOP:
         arch = settings.space.proxy_arch(settings.space.sample(study.ask()))
         model = build(arch, num_classes=data.num_classes, in_channels=data.in_channels)
-        nas.train.proxy_train(model, data, settings.recipe(), device, on_epoch=lambda e, a: mode.value != STOP)
+        recipe = nas.train.ProxyRecipe.from_proxy(settings.proxy, settings.seed)
+        nas.train.proxy_train(model, data, recipe, device, on_epoch=lambda e, a: mode.value != STOP)
 
 
 def _measure_once(model, settings, data, arch) -> float:

@@ -53,6 +53,7 @@ from nas.runs import RunDir
 from nas.settings import SearchSettings
 from nas.space import SearchSpace
 from nas.step_cost import step_cost
+from nas.train import ProxyRecipe
 
 
 def say(text: str) -> None:
@@ -133,7 +134,7 @@ def plain_run(archs: list[str], settings: SearchSettings, data: Dataset,
               table: Path) -> tuple[list[float], list[float]]:
     """Look S up and train every candidate; returns the accuracies and S (ms) in order."""
     device = resolve_device(settings.device)
-    recipe = settings.recipe()
+    recipe = ProxyRecipe.from_proxy(settings.proxy, settings.seed)
     train_x, train_y = data.train_x, data.train_y
     if recipe.max_train is not None and recipe.max_train < len(train_x):
         keep = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(recipe.seed))[: recipe.max_train]
@@ -191,7 +192,7 @@ def main() -> None:
     settings = SearchSettings(space=SearchSpace.load(args.space), pruner="none", device=args.device)
     data = load_dataset(settings.dataset, resolution=settings.proxy.resolution, val_fraction=settings.val_fraction,
                         seed=settings.seed)  # as `nas search` does, before the search
-    recipe = settings.recipe()
+    recipe = ProxyRecipe.from_proxy(settings.proxy, settings.seed)
     used = min(len(data.train_y), recipe.max_train or len(data.train_y))
     say(f"torch {torch.__version__}")
     say(f"threads {threads}")

@@ -28,13 +28,16 @@ import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from nas.errors import ConfigError, DataError, describe
+
+if TYPE_CHECKING:
+    from nas.settings import SearchSettings
 
 DEFAULT_DATASET = "mnist5k"
 
@@ -87,6 +90,12 @@ class Dataset:
         if self.test_x is None or self.test_y is None:
             raise ConfigError(f"{self.name} was loaded without a test split (test_fraction 0)")
         return replace(self, val_x=self.test_x, val_y=self.test_y)
+
+
+def search_data(settings: SearchSettings) -> Dataset:
+    """A search's data at its proxy resolution: train / val split by its seed, its test split held out."""
+    return load_dataset(settings.dataset, resolution=settings.proxy.resolution, val_fraction=settings.val_fraction,
+                        seed=settings.seed, test_fraction=settings.test_fraction)
 
 
 def dataset_names() -> list[str]:

@@ -255,6 +255,7 @@ def search_coefficients(
     the paper). The folder is laid out like a search run (config.yaml, trials/, results.csv,
     best.yaml) plus coefficients.yaml with the winner; `nas show` reads it.
     """
+    from nas.data import search_data
     from nas.device import resolve_device
     from nas.hardware import fingerprint
     from nas.search.outcome import COMPLETE, INTERRUPTED, attempt
@@ -271,7 +272,7 @@ def search_coefficients(
         # the proxy shrinks every candidate to one size; grow that size by γ as well
         proxy_resolution = round_resolution(settings.proxy.resolution * c.gamma, multiple=1)
         trial_settings = settings.with_overrides(resolution=proxy_resolution)
-        data = trial_settings.load_data()
+        data = search_data(trial_settings)
         # the same trial as a search's: measured, trained and classified by nas.search.outcome
         outcome = attempt(arch, trial_settings, data, cache)
         if outcome.state == INTERRUPTED:

@@ -13,9 +13,7 @@ from nas.timing import TimingShape
 if TYPE_CHECKING:
     import torch
 
-    from nas.data import Dataset
     from nas.runs import RunDir
-    from nas.train import ProxyRecipe
 
 SAMPLERS = ("tpe", "random", "nsga2")
 PRUNERS = ("median", "none")
@@ -47,18 +45,6 @@ class SearchSettings:
     def timing_shape(self, device: torch.device, num_classes: int) -> TimingShape:
         """The shape S is timed at on `device` (the space's `measure`, or the device's defaults)."""
         return self.measure.timing_shape(device.type, self.space.resolution, num_classes)
-
-    def load_data(self) -> Dataset:
-        """The run's data at the proxy resolution: train / val split by `seed`, the test split held out."""
-        from nas.data import load_dataset
-
-        return load_dataset(self.dataset, resolution=self.proxy.resolution, val_fraction=self.val_fraction,
-                            seed=self.seed, test_fraction=self.test_fraction)
-
-    def recipe(self) -> ProxyRecipe:
-        from nas.train import ProxyRecipe
-
-        return ProxyRecipe.from_proxy(self.proxy, seed=self.seed)
 
     def with_overrides(self, **proxy_overrides: Any) -> SearchSettings:
         """Apply CLI overrides of the proxy (epochs, batch, resolution, ...); None means keep."""

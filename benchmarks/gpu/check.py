@@ -356,7 +356,7 @@ def check_memory(device: torch.device) -> None:
     from nas.model import build
     from nas.settings import SearchSettings
     from nas.space import SearchSpace
-    from nas.train import proxy_train
+    from nas.train import ProxyRecipe, proxy_train
 
     space = SearchSpace.load("v2")
     settings = SearchSettings(space=space, dataset="synthetic")
@@ -364,14 +364,14 @@ def check_memory(device: torch.device) -> None:
     torch.manual_seed(0)
     model = build(space.proxy_arch(space.reference), num_classes=data.num_classes, in_channels=data.in_channels)
     if device.type != "cuda":
-        proxy_train(model, data, settings.recipe(), device)
+        proxy_train(model, data, ProxyRecipe.from_proxy(settings.proxy, settings.seed), device)
         rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         say("peak memory of a proxy trial", f"n/a (cpu); this process's max RSS {rss_mib:.0f} MiB", rss_mib=rss_mib)
         return
     torch.cuda.synchronize(device)
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
-    proxy_train(model, data, settings.recipe(), device)
+    proxy_train(model, data, ProxyRecipe.from_proxy(settings.proxy, settings.seed), device)
     training_mib = torch.cuda.max_memory_allocated(device) / 2**20
     del model
     torch.cuda.empty_cache()

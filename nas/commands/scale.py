@@ -140,6 +140,7 @@ def _write_family(args: argparse.Namespace, source: Any, run: Any) -> None:
 
 
 def _grid_search(args: argparse.Namespace, source: Any, run: Any) -> None:
+    from nas.data import search_data
     from nas.device import resolve_device
     from nas.errors import RunError
     from nas.runs import RunDir
@@ -163,7 +164,7 @@ def _grid_search(args: argparse.Namespace, source: Any, run: Any) -> None:
     settings = settings.with_overrides(epochs=args.epochs, batch=args.batch, max_train=args.max_train)
     settings.check()
     resolve_device(settings.device)
-    settings.load_data()  # a bad dataset fails before anything is written
+    search_data(settings)  # a bad dataset fails before anything is written
 
     if args.output:
         out = Path(args.output).expanduser()

@@ -149,13 +149,14 @@ def run(args: argparse.Namespace) -> None:
     budget = args.budget or saved.get("budget") or 200  # a resumed run keeps its budget unless told
     text, settings = _space_text_and_settings(args, run)
     # check data and device before anything is written (loaded data stay cached for the search)
+    from nas.data import search_data
     from nas.device import resolve_device
 
     if ray_options is None:
         resolve_device(settings.device)  # a Ray trial's device is on its worker node
     elif settings.device.startswith("cuda") and ray_options.gpus_per_trial == 0:
         raise ConfigError(f"--device {settings.device} needs --gpus-per-trial > 0 with --backend ray")
-    settings.load_data()
+    search_data(settings)
     if ray_options is not None:
         ray_backend.connect(ray_options)
     config = settings.to_dict()

@@ -178,10 +178,11 @@ def retrain(folder: Path, request: Request, on_start: Callable[[], None] | None 
 
 def retrain_one(cand: Candidate, seed: int, settings: SearchSettings) -> dict[str, Any]:
     """One retraining as a retrain.csv row; a failure is a row too (the others go on)."""
+    from nas.data import search_data
     from nas.search.base import failure_reason
     from nas.search.trial import evaluate
 
-    dataset = settings.load_data()
+    dataset = search_data(settings)
     _warm_up(settings, dataset)
     split = "test" if dataset.test_x is not None else "val"
     if split == "test":  # trained on train, tested on images no search or selection saw

@@ -15,7 +15,7 @@ import time
 
 import optuna
 
-from nas.data import Dataset
+from nas.data import Dataset, search_data
 from nas.device import set_threads
 from nas.errors import RunError
 from nas.measure import StepTimeCache
@@ -53,7 +53,7 @@ class OptunaSearch:
     def run_worker(self) -> int:
         """Run trials until the run's budget is met; returns how many this worker ran."""
         settings = self.settings
-        data = settings.load_data()
+        data = search_data(settings)
         cache, reference = open_run_table(self.run, settings, data)
         objective = Objective(settings.space.objective, reference)
         rs = RunStudy.open(self.run, settings, objective, self.storage_url, seed_offset=self.worker)

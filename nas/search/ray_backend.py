@@ -27,7 +27,7 @@ import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-from nas.data import Dataset
+from nas.data import Dataset, search_data
 from nas.errors import RunError
 from nas.objective import Objective, Reference
 from nas.runs import RunDir
@@ -99,7 +99,7 @@ def search(run: RunDir, settings: SearchSettings, budget: int, options: RayOptio
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if not ray.is_initialized():
         connect(options)
-    data = settings.load_data()
+    data = search_data(settings)
     cache_name = f"{run.name}-{hashlib.sha1(str(run.path.resolve()).encode()).hexdigest()[:10]}.json"
     rs = None
     try:

@@ -23,7 +23,7 @@ from nas.model import build
 from nas.objective import Reference
 from nas.settings import SearchSettings
 from nas.step_cost import step_cost
-from nas.train import EpochCallback, StateCallback, proxy_train
+from nas.train import EpochCallback, ProxyRecipe, StateCallback, proxy_train
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +124,9 @@ def train_candidate(
     """Proxy-train a prepared candidate (optionally from a saved state, see `proxy_train`).
     Raises TrialError on divergence."""
     start = time.perf_counter()
-    outcome = proxy_train(candidate.model, data, settings.recipe(), candidate.device, on_epoch=on_epoch,
-                          resume=resume, on_state=on_state)
+    recipe = ProxyRecipe.from_proxy(settings.proxy, settings.seed)
+    outcome = proxy_train(candidate.model, data, recipe, candidate.device, on_epoch=on_epoch, resume=resume,
+                          on_state=on_state)
     costs = candidate.costs
     return TrialResult(
         arch=candidate.arch.to_string(),
