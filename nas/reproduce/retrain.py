@@ -177,9 +177,12 @@ def retrain(folder: Path, request: Request, on_start: Callable[[], None] | None 
 
 
 def retrain_one(cand: Candidate, seed: int, settings: SearchSettings) -> dict[str, Any]:
-    """One retraining as a retrain.csv row; a failure is a row too (the others go on)."""
+    """One retraining as a retrain.csv row. The candidate's own failure is a FAIL row (the others
+    go on); one that is not its fault (a CUDA error that poisons the process, Ctrl-C) is raised,
+    as a search's trial would be interrupted: nothing is recorded, and the next run retrains it.
+    `nas.search.outcome.classify_error` tells the two apart for both."""
     from nas.data import search_data
-    from nas.search.base import failure_reason
+    from nas.search.outcome import INTERRUPTED, classify_error
     from nas.search.trial import evaluate
 
     dataset = search_data(settings)
@@ -193,8 +196,11 @@ def retrain_one(cand: Candidate, seed: int, settings: SearchSettings) -> dict[st
     try:
         # no step-time cache: measured afresh, in a warm process, for every seed
         result = evaluate(Arch.from_string(cand.arch), replace(settings, seed=seed), dataset)
-    except Exception as exc:  # any failure of one retraining is recorded
-        row.update(state="FAIL", reason=failure_reason(exc))
+    except Exception as exc:
+        outcome = classify_error(exc, Arch.from_string(cand.arch), time.perf_counter() - start)
+        if outcome.state == INTERRUPTED:
+            raise
+        row.update(state="FAIL", reason=outcome.reason)
     else:
         row.update(state="COMPLETE", accuracy=result.accuracy, step_ms=result.step_ms,
                    step_spread=result.step_spread, params=result.params, macs=result.macs, reason="")

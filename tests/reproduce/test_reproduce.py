@@ -536,3 +536,29 @@ def test_a_macs_reproduction_times_no_step_and_quotes_none(tmp_path: Path) -> No
     assert "Pareto front (accuracy vs MACs)" in (folder / "search" / "report.md").read_text()
     assert_links_resolve(folder / "report.md")
     assert_links_resolve(folder / "search" / "report.md")
+
+
+# -- retraining: the candidate's failure is a row, a poisoned process is not --------------------
+@pytest.mark.parametrize(("error", "recorded"), [
+    (ValueError("the candidate's own bug"), "ValueError: the candidate's own bug"),
+    (RuntimeError("CUDA error: an illegal memory access was encountered"), None),
+])
+def test_a_retraining_fails_only_for_the_candidates_own_reasons(monkeypatch: pytest.MonkeyPatch, error: Exception,
+                                                                recorded: str | None) -> None:
+    import nas.reproduce.retrain as retrain_module
+    import nas.search.trial as trial_module
+    from nas.settings import SearchSettings
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise error  # a fault injected on purpose
+
+    monkeypatch.setattr(trial_module, "evaluate", broken)
+    monkeypatch.setattr(retrain_module, "_warm_up", lambda settings, dataset: None)
+    settings = SearchSettings(space=SearchSpace.load("tiny"), dataset="digits", test_fraction=0.2)
+    cand = Candidate("found", 3, SearchSpace.load("tiny").reference.to_string(), 0.9, 0.9, (0,))
+    if recorded is None:  # not the candidate's fault: raised, so nothing is recorded and a re-run retrains it
+        with pytest.raises(RuntimeError, match="illegal memory access"):
+            retrain_module.retrain_one(cand, 0, settings)
+    else:
+        row = retrain_module.retrain_one(cand, 0, settings)
+        assert (row["state"], row["reason"], row["split"]) == ("FAIL", recorded, "test")
