@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import traceback
 from typing import Any
 
 import torch
@@ -57,16 +56,17 @@ def make_row(number: int, state: str, attrs: dict[str, Any], objective: Objectiv
 
 def record_trial(run: RunDir, number: int, arch: Arch | None, state: str, attrs: dict[str, Any],
                  objective: Objective, history: list[dict[str, float]] | None = None,
-                 error: BaseException | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write trials/<n>/ (arch.yaml, metrics.json, TensorBoard events); returns the row.
+                 traceback_text: str = "", extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write trials/<n>/ (arch.yaml, metrics.json, error.txt for a failure's traceback,
+    TensorBoard events); returns the row.
 
     `extra` goes to metrics.json only (e.g. the Ray node a trial ran on), not to results.csv.
     """
     row = make_row(number, state, attrs, objective)
     metrics = dict(extra or {}, **row, history=history or [])
     folder = run.write_trial(number, arch, metrics)
-    if error is not None and not isinstance(error, TrialError):
-        (folder / "error.txt").write_text("".join(traceback.format_exception(error)))
+    if traceback_text:
+        (folder / "error.txt").write_text(traceback_text)
     if history:
         hparams = {"arch": row["arch"], "state": state}
         scores = {k: row.get(k) for k in ("reward", "accuracy", "step_ms", "params")}

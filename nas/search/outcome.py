@@ -125,9 +125,7 @@ def conclude(rs: RunStudy, number: int, arch: Arch, outcome: Outcome, objective:
         rs.heartbeat.release(rs.trial_id(number))
         return None
     row = record_trial(rs.run, number, arch, outcome.state, attrs, objective, history=outcome.history,
-                       error=outcome.error, extra=extra)
-    if outcome.traceback:
-        (rs.run.trial_dir(number) / "error.txt").write_text(outcome.traceback)
+                       traceback_text=outcome.traceback, extra=extra)
     try:
         if outcome.state == COMPLETE:
             rs.study.tell(number, values_of(attrs, objective))

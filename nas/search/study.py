@@ -38,7 +38,9 @@ from nas.settings import SearchSettings
 STUDY_NAME = "nas"
 # who ran a trial, for people reading the run (liveness never looks at it)
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
-INTERRUPTED = "interrupted"  # user attr: the trial ended for a reason not its own; it does not count
+# the user attr marking a trial that ended for a reason not its own (it does not count); the
+# state itself is `nas.search.outcome.INTERRUPTED`
+INTERRUPTED_ATTR = "interrupted"
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
@@ -171,7 +173,7 @@ class RunStudy:
         trial_id = self.trial_id(number)
         frozen = frozen or self.storage.get_trial(trial_id)
         try:
-            self.set_attrs(number, {INTERRUPTED: True, "reason": reason, **(extra or {})})
+            self.set_attrs(number, {INTERRUPTED_ATTR: True, "reason": reason, **(extra or {})})
             self.study.tell(number, state=TrialState.FAIL)
         except (optuna.exceptions.UpdateFinishedTrialError, ValueError, RuntimeError):
             return False  # another process failed or finished it first
@@ -204,7 +206,7 @@ def is_interrupted(trial: FrozenTrial) -> bool:
     """Failed for a reason not its own: marked so, or failed by Optuna's heartbeat (no reason)."""
     if trial.state != TrialState.FAIL:
         return False
-    return bool(trial.user_attrs.get(INTERRUPTED)) or "reason" not in trial.user_attrs
+    return bool(trial.user_attrs.get(INTERRUPTED_ATTR)) or "reason" not in trial.user_attrs
 
 
 def is_finished(trial: FrozenTrial) -> bool:
