@@ -5,7 +5,7 @@ For the space's reference plus N seeded random candidates, side by side in one r
 - truth: each candidate's own full-width, full-depth network, one whole training step
   (forward + backward + SGD) at 128 px, batch 8, 3 input channels, timed whole (2 warm-up + 7
   steps, median);
-- S now: what a search uses today, the per-part table (`nas.step_cost.table_step_time`) at the
+- S now: what a search uses today, the per-part table (`nas.measure.step_cost.table_step_time`) at the
   same shape, built from an empty cache, twice (two independent tables: repeatability);
 - S before: what the reward used before (the candidate shrunk by the proxy's plain rounding to
   width x0.25, 28 px, batch 64, 1 channel), for the before/after figure.
@@ -35,10 +35,10 @@ from typing import Any
 import torch
 from scipy import stats
 
-from nas.measure import StepTime, StepTimeCache, measure_step_time, warm_up_process
+from nas.measure.costs import StepTime, StepTimeCache, measure_step_time, warm_up_process
+from nas.measure.step_cost import TimingShape, table_step_time
 from nas.model import build
-from nas.space import SearchSpace
-from nas.step_cost import TimingShape, table_step_time
+from nas.spec.space import SearchSpace
 
 DEVICE = torch.device("cpu")  # --device replaces these two
 TRUTH_SHAPE = TimingShape(batch=8, resolution=128, in_channels=3, num_classes=10)

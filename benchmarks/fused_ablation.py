@@ -6,7 +6,7 @@ The paper (EfficientNet-B4 on a V100): 155 img/s with no stage fused, 216 with s
 can be expected to reproduce depend on whether this device behaves alike; `nas reproduce v2s`
 measures the same ablation first (nas.reproduce.precondition) and this script runs it alone.
 
-Each variant is the whole full-size network, timed by `nas.measure` at the timing shape the
+Each variant is the whole full-size network, timed by `nas.measure.costs` at the timing shape the
 search uses on this device (the space's `measure`; CPU default batch 8 at 128 px), in
 interleaved rounds. Prints the table, the ratios with 95% intervals and what each finding can
 be expected to show here.
@@ -20,8 +20,8 @@ import argparse
 import json
 import sys
 
-from nas.device import resolve_device, set_threads
-from nas.hardware import fingerprint
+from nas.measure.device import resolve_device, set_threads
+from nas.measure.hardware import fingerprint
 from nas.reproduce.claims import V2_CLAIMS
 from nas.reproduce.precondition import (
     RATIO_COLUMNS,
@@ -32,9 +32,9 @@ from nas.reproduce.precondition import (
     ratio_rows,
     variant_rows,
 )
-from nas.resources import load_arch
-from nas.scale import preset
-from nas.space import SearchSpace
+from nas.scaling.scale import preset
+from nas.spec.resources import load_arch
+from nas.spec.space import SearchSpace
 
 LAYOUTS = ("v2s", "b4")
 

@@ -4,7 +4,7 @@ while other trials train on the same machine, and prints the ratios (target: wit
 Each "trial" is what a search worker does: `proxy_train` of random candidates in its own
 process, one torch thread each (as a 1-CPU Ray trial or an Optuna worker of --workers 2). The
 measuring process calls `measure_step_time`, which holds the device exclusively
-(`nas.device_gate.exclusive_device`).
+(`nas.measure.device_gate.exclusive_device`).
 
 Three conditions, interleaved round by round:
 
@@ -31,9 +31,9 @@ import torch
 
 
 def _space_and_data(space_name: str):
-    from nas.data import load_dataset
-    from nas.settings import SearchSettings
-    from nas.space import SearchSpace
+    from nas.spec.settings import SearchSettings
+    from nas.spec.space import SearchSpace
+    from nas.training.data import load_dataset
 
     settings = SearchSettings(space=SearchSpace.load(space_name))
     data = load_dataset(settings.dataset, resolution=settings.proxy.resolution, seed=0)
@@ -47,9 +47,9 @@ def _trainer(space_name: str, seed: int, mode, steps) -> None:
     """A concurrent trial: proxy-train random candidates while `mode` says so (gated or not)."""
     import optuna
 
-    import nas.train
-    from nas.device import resolve_device
-    from nas.device_gate import shared_device
+    import nas.training.proxy
+    from nas.measure.device import resolve_device
+    from nas.measure.device_gate import shared_device
     from nas.model import build
 
     torch.set_num_threads(1)
@@ -65,20 +65,20 @@ def _trainer(space_name: str, seed: int, mode, steps) -> None:
         with steps.get_lock():
             steps.value += 1
 
-    nas.train.shared_device = switchable_gate
+    nas.training.proxy.shared_device = switchable_gate
     settings, data = _space_and_data(space_name)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     device = resolve_device("cpu")
     while mode.value != STOP:
         arch = settings.space.proxy_arch(settings.space.sample(study.ask()))
         model = build(arch, num_classes=data.num_classes, in_channels=data.in_channels)
-        recipe = nas.train.ProxyRecipe.from_proxy(settings.proxy, settings.seed)
-        nas.train.proxy_train(model, data, recipe, device, on_epoch=lambda e, a: mode.value != STOP)
+        recipe = nas.training.proxy.ProxyRecipe.from_proxy(settings.proxy, settings.seed)
+        nas.training.proxy.proxy_train(model, data, recipe, device, on_epoch=lambda e, a: mode.value != STOP)
 
 
 def _measure_once(model, settings, data, arch) -> float:
-    from nas.device import resolve_device
-    from nas.measure import measure_step_time
+    from nas.measure.costs import measure_step_time
+    from nas.measure.device import resolve_device
 
     # measure_step_time takes the device exclusively itself
     st = measure_step_time(model, batch=settings.proxy.batch, resolution=arch.resolution,

@@ -18,7 +18,7 @@ import sys
 
 STEP = """
 import resource, sys, torch
-from nas.cpu_allocator import keep_freed_memory
+from nas.measure.cpu_allocator import keep_freed_memory
 if sys.argv[1] == "keep":
     keep_freed_memory()
 torch.set_num_threads(1)

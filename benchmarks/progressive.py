@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from nas.fulltrain import TrainConfig, train
-from nas.progressive import DEFAULT_SCHEDULE
-from nas.space import SearchSpace
+from nas.spec.space import SearchSpace
+from nas.training.full import TrainConfig, train
+from nas.training.progressive import DEFAULT_SCHEDULE
 
 
 def main() -> None:

@@ -40,13 +40,13 @@ from typing import Any
 
 import torch
 
-from nas.arch import Arch
-from nas.data import Dataset, load_dataset
-from nas.measure import StepTimeCache
+from nas.measure.costs import StepTimeCache
+from nas.report.stats import kendall_tau, kendall_tau_interval, spearman
 from nas.search.trial import evaluate, prepare_candidate
-from nas.settings import SearchSettings
-from nas.space import SearchSpace
-from nas.stats import kendall_tau, kendall_tau_interval, spearman
+from nas.spec.arch import Arch
+from nas.spec.settings import SearchSettings
+from nas.spec.space import SearchSpace
+from nas.training.data import Dataset, load_dataset
 
 TARGET_TAU, TARGET_P = 0.6, 0.01
 SEARCH_TRIALS = 200  # the card's `nas search --budget 200`

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import scipy.stats
 
-from nas.stats import running_best
+from nas.report.stats import running_best
 
 SAMPLERS = ("tpe", "random")
 

@@ -16,10 +16,12 @@ import time
 from pathlib import Path
 
 import nas.search.optuna_backend as backend
-from nas.data import load_dataset
-from nas.runs import RunDir
-from nas.settings import SearchSettings
-from nas.space import SearchSpace
+import nas.search.run_table as run_table
+from nas.records.runs import RunDir
+from nas.search.backend import OptunaOptions
+from nas.spec.settings import SearchSettings
+from nas.spec.space import SearchSpace
+from nas.training.data import load_dataset
 
 
 def main() -> None:
@@ -31,7 +33,7 @@ def main() -> None:
     load_dataset(settings.dataset, resolution=settings.proxy.resolution)  # as `nas search` does up front
 
     reference_seconds = 0.0
-    measure_reference = backend.measure_reference
+    measure_reference = run_table.measure_reference
 
     def timed_reference(*a, **k):
         nonlocal reference_seconds
@@ -41,12 +43,12 @@ def main() -> None:
         finally:
             reference_seconds += time.perf_counter() - start
 
-    backend.measure_reference = timed_reference
+    run_table.measure_reference = timed_reference
     with tempfile.TemporaryDirectory() as tmp:
         run = RunDir(Path(tmp) / "overhead")
         run.start({"budget": args.budget, **settings.to_dict()}, "", resume=False)
         start = time.perf_counter()
-        backend.search(run, settings, args.budget, show_progress=False)
+        backend.search(run, settings, args.budget, OptunaOptions(), show_progress=False)
         wall = time.perf_counter() - start
         work = reference_seconds
         for metrics in sorted(run.path.glob("trials/*/metrics.json")):

@@ -16,11 +16,11 @@ import time
 import torch
 import torch.nn.functional as F
 
-from nas.data import load_dataset
-from nas.device import resolve_device
+from nas.measure.device import resolve_device
 from nas.model import build
-from nas.resources import load_arch
-from nas.train import ProxyRecipe, proxy_train
+from nas.spec.resources import load_arch
+from nas.training.data import load_dataset
+from nas.training.proxy import ProxyRecipe, proxy_train
 
 
 def plain_loop(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int, epochs: int) -> float:

@@ -4,21 +4,21 @@ Part 1 runs a real Optuna search in-process (`nas.search.optuna_backend.search`,
 temporary run folder and times the `search()` call alone (the dataset is loaded before, as
 `nas search` does). Part 2 reads that run's results.csv and trains every candidate, in trial
 order, with a hand-written loop: the same proxy network (`space.proxy_arch` + `nas.model.build`
-after `torch.manual_seed(seed)`), the same images (the `nas.data.load_dataset` split and the
+after `torch.manual_seed(seed)`), the same images (the `nas.training.data.load_dataset` split and the
 seeded `max_train` subset), AdamW, warm-up + cosine learning rate, seeded batch order, epochs,
-and the per-epoch BatchNorm recalibration + validation that `nas.train.proxy_train` does. The
-loop uses plain PyTorch only: no nas.train, no Optuna, no files written.
+and the per-epoch BatchNorm recalibration + validation that `nas.training.proxy.proxy_train` does. The
+loop uses plain PyTorch only: no nas.training.proxy, no Optuna, no files written.
 
 Step time: nas scores each candidate with S, its full-size training step, summed from this
-machine's per-part table (nas/step_table.py; here in a temporary cache folder). To compare
+machine's per-part table (nas/measure/step_table.py; here in a temporary cache folder). To compare
 orchestration and training rather than table filling, one untimed search fills the table first;
 every timed search then finds it warm, as a user's second search does (it still re-times the
 reference against the table, which the plain loop does not), and the plain loop looks S up in the
-same table with `nas.step_cost.step_cost` (a lookup, as a user's loop with a lookup table would
+same table with `nas.measure.step_cost.step_cost` (a lookup, as a user's loop with a lookup table would
 do). Parts timed during a timed search (table misses) are counted and printed.
 
 On CUDA the plain loop is what one would write for a GPU: data on the device, bf16 autocast
-(as nas picks by `nas.device.precision`), channels_last, cuDNN's defaults.
+(as nas picks by `nas.measure.device.precision`), channels_last, cuDNN's defaults.
 
 Rounds interleave search, plain, search, plain, ...; per round the two wall times and their
 ratio are printed, then the median ratio (target <= 1.05) and how closely the plain loop's
@@ -44,16 +44,17 @@ import torch.nn.functional as F
 from torch import nn
 
 import nas.search.optuna_backend as backend
-from nas.arch import Arch
-from nas.data import Dataset, load_dataset
-from nas.device import resolve_device, set_threads
-from nas.measure import StepTimeCache
+from nas.measure.costs import StepTimeCache
+from nas.measure.device import resolve_device, set_threads
+from nas.measure.step_cost import step_cost
 from nas.model import build
-from nas.runs import RunDir
-from nas.settings import SearchSettings
-from nas.space import SearchSpace
-from nas.step_cost import step_cost
-from nas.train import ProxyRecipe
+from nas.records.runs import RunDir
+from nas.search.backend import OptunaOptions
+from nas.spec.arch import Arch
+from nas.spec.settings import SearchSettings
+from nas.spec.space import SearchSpace
+from nas.training.data import Dataset, load_dataset
+from nas.training.proxy import ProxyRecipe
 
 
 def say(text: str) -> None:
@@ -62,7 +63,7 @@ def say(text: str) -> None:
 
 # -- part 2: the plain loop ------------------------------------------------------------------
 def lr_factor(step: int, total: int, warmup_fraction: float) -> float:
-    """Linear warm-up, then cosine decay to zero (what nas.train.warmup_cosine's LambdaLR applies)."""
+    """Linear warm-up, then cosine decay to zero (what nas.training.proxy.warmup_cosine's LambdaLR applies)."""
     warmup = max(1, int(total * warmup_fraction))
     if step < warmup:
         return (step + 1) / warmup
@@ -98,7 +99,7 @@ def autocast(device: torch.device):
     """bf16/fp16 autocast on CUDA in the precision nas picks; nothing on the CPU."""
     from contextlib import nullcontext
 
-    from nas.device import precision
+    from nas.measure.device import precision
 
     dtype = precision(device).autocast
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
@@ -165,7 +166,7 @@ def table_size(path: Path) -> int:
 
 
 def pinned_table(run: RunDir) -> Path:
-    """The machine table generation the run timed in (nas.step_table)."""
+    """The machine table generation the run timed in (nas.measure.step_table)."""
     return Path(json.loads((run.path / "step_table.json").read_text())["path"])
 
 
@@ -174,7 +175,7 @@ def run_search(folder: Path, settings: SearchSettings, budget: int) -> tuple[Run
     run = RunDir(folder)
     run.start({"budget": budget, **settings.to_dict()}, "", resume=False)
     start = time.perf_counter()
-    backend.search(run, settings, budget, show_progress=False)
+    backend.search(run, settings, budget, OptunaOptions(), show_progress=False)
     return run, time.perf_counter() - start
 
 

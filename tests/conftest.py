@@ -51,7 +51,7 @@ def _private_temp_folder() -> str:
 
 
 SESSION_TEMP = _private_temp_folder()
-# the per-machine step-time table (nas.step_table) of this test session: never the user's
+# the per-machine step-time table (nas.measure.step_table) of this test session: never the user's
 # ~/.cache/nas, shared by the session's searches like a user's runs share theirs
 os.environ["NAS_CACHE_DIR"] = os.path.join(SESSION_TEMP, "nas-cache")
 

@@ -51,7 +51,7 @@ def test_searches_of_this_session_use_a_device_gate_of_their_own() -> None:
     # another session's searches (or a worker some test froze) cannot stall this one's
     import torch
 
-    from nas.device_gate import lock_path
+    from nas.measure.device_gate import lock_path
     from tests.conftest import SESSION_TEMP, nas_env
 
     assert lock_path(torch.device("cpu")).parent == Path(SESSION_TEMP)

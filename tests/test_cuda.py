@@ -14,14 +14,14 @@ from typing import Any
 import pytest
 import torch
 
-from nas.data import load_dataset
-from nas.device import device_name, precision, prepare, to_device, train_step
-from nas.device_gate import exclusive_device
-from nas.hardware import fingerprint
-from nas.measure import Repeats, measure_step_time
+from nas.measure.costs import Repeats, measure_step_time
+from nas.measure.device import device_name, precision, prepare, to_device, train_step
+from nas.measure.device_gate import exclusive_device
+from nas.measure.hardware import fingerprint
 from nas.model import build
-from nas.space import SearchSpace
-from nas.train import ProxyRecipe, proxy_train
+from nas.spec.space import SearchSpace
+from nas.training.data import load_dataset
+from nas.training.proxy import ProxyRecipe, proxy_train
 from tests.conftest import nas_env
 
 pytestmark = [
@@ -84,7 +84,7 @@ def test_proxy_train_on_the_gpu(gpu) -> None:
 
 
 def test_export_times_on_the_gpu(gpu, tmp_path) -> None:
-    from nas.export import export
+    from nas.training.export import export
 
     result = export(SearchSpace.load("tiny").reference, tmp_path / "out", num_classes=10, in_channels=3,
                     resolution=16, device=gpu, batch=16, steps=3)
@@ -98,7 +98,7 @@ _GPU_TRAINER = """
 import tempfile
 tempfile.tempdir = TMP
 import torch
-from nas.device_gate import shared_device
+from nas.measure.device_gate import shared_device
 gpu = torch.device("cuda")
 a = torch.randn(4096, 4096, device=gpu)
 torch.cuda.synchronize()
@@ -134,7 +134,7 @@ def test_gate_waits_for_another_process_kernels_on_one_gpu(gpu, private_gate) ->
 # os._exit: a poisoned CUDA context may fail again while the interpreter tears it down
 _FAIL = """
 import os, sys, torch
-from nas.device import poisons_process
+from nas.measure.device import poisons_process
 try:
     {action}
     torch.cuda.synchronize()

@@ -21,11 +21,10 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.arch import Arch
-from nas.file_lock import FileLock
-from nas.measure import StepTimeCache
-from nas.runs import RunDir
-from nas.scale import count_costs
+from nas.measure.costs import StepTimeCache, count_costs
+from nas.records.file_lock import FileLock
+from nas.records.runs import RunDir
+from nas.spec.arch import Arch
 from tests.conftest import run_nas
 
 pytestmark = pytest.mark.slow

@@ -26,13 +26,13 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nas.arch import KERNELS, OPS, STRIDES, Arch
 from nas.cli import main
-from nas.data import dataset_names
-from nas.errors import ConfigError
-from nas.resources import load_arch, reference_names, space_path
-from nas.space import OBJECTIVE_KINDS, SearchSpace
-from nas.timing import METHODS
+from nas.spec.arch import KERNELS, OPS, STRIDES, Arch
+from nas.spec.errors import ConfigError
+from nas.spec.resources import load_arch, reference_names, space_path
+from nas.spec.space import OBJECTIVE_KINDS, SearchSpace
+from nas.spec.timing import METHODS
+from nas.training.data import dataset_names
 from tests.conftest import examples, run_nas
 
 # -- case counts (printed by the terminal-summary hook in tests/conftest.py) ----------------

@@ -26,9 +26,9 @@ def _loaded_after(code: str, watched: tuple[str, ...] = HEAVY) -> list[str]:
 def test_the_spec_and_the_reports_import_no_torch() -> None:
     # the spec (architectures, spaces, objectives, settings) and what renders reports read files
     # only: torch loads when something is built, trained or timed (a report's MACs count does)
-    modules = ["nas.arch", "nas.space", "nas.timing", "nas.objective", "nas.settings", "nas.proxy_check",
-               "nas.resources", "nas.runs", "nas.report", "nas.commands.report", "nas.reproduce.report",
-               "nas.reproduce.precondition"]
+    modules = ["nas.spec.arch", "nas.spec.space", "nas.spec.timing", "nas.spec.objective", "nas.spec.settings",
+               "nas.spec.proxy_check", "nas.spec.resources", "nas.records.runs", "nas.report.run_report",
+               "nas.commands.report", "nas.reproduce.report", "nas.reproduce.precondition"]
     assert _loaded_after("\n".join(f"import {m}" for m in modules), ("torch",)) == []
 
 
@@ -38,8 +38,9 @@ def test_help_imports_nothing_heavy() -> None:
 
 def test_the_search_path_imports_nothing_heavy() -> None:
     modules = ["nas.commands.search", "nas.commands.show", "nas.search.optuna_backend", "nas.search.base",
-               "nas.search.trial", "nas.data", "nas.train", "nas.measure", "nas.step_cost", "nas.settings",
-               "nas.runs", "nas.tblog", "nas.stats", "nas.plots", "nas.report"]
+               "nas.search.trial", "nas.training.data", "nas.training.proxy", "nas.measure.costs",
+               "nas.measure.step_cost", "nas.spec.settings", "nas.records.runs", "nas.training.tblog",
+               "nas.report.stats", "nas.report.plots", "nas.report.run_report"]
     assert _loaded_after("\n".join(f"import {m}" for m in modules)) == []
 
 

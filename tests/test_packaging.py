@@ -29,7 +29,7 @@ def test_wheel_install_finds_spaces_and_references(tmp_path: Path) -> None:
         check=True, capture_output=True, timeout=300,
     )
     code = (
-        "import nas, nas.resources as r, nas.space as s, pkgutil;"
+        "import nas, nas.spec.resources as r, nas.spec.space as s, pkgutil;"
         "print(nas.__file__);"
         "print(r.space_names(), r.reference_names());"
         "print(s.SearchSpace.load('v2').reference.name);"

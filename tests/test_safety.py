@@ -2,7 +2,7 @@
 
 Static checks walk the AST of every module in nas/ (import aliases resolved, so `import yaml as y;
 y.load` is caught too): YAML is loaded only with safe loading, `torch.load` always passes
-`weights_only=True`, pickle is used only through the restricted CIFAR unpickler in nas/data.py,
+`weights_only=True`, pickle is used only through the restricted CIFAR unpickler in nas/training/data.py,
 and a private Ray has no dashboard on a public interface. Behavioural checks feed YAML with
 Python object tags to every loader and to the CLI, and check that nothing ran.
 """
@@ -20,11 +20,11 @@ import pytest
 import yaml
 
 import nas
-from nas.arch import Arch
 from nas.cli import main
-from nas.errors import ConfigError
-from nas.resources import load_arch, space_path
-from nas.space import SearchSpace
+from nas.spec.arch import Arch
+from nas.spec.errors import ConfigError
+from nas.spec.resources import load_arch, space_path
+from nas.spec.space import SearchSpace
 
 PACKAGE = Path(nas.__file__).resolve().parent
 SOURCES = sorted(PACKAGE.rglob("*.py"))
@@ -133,7 +133,7 @@ def torch_load_violations(modules: Modules) -> list[str]:
 
 
 PICKLE_MODULES = {"pickle", "_pickle", "cPickle", "dill", "cloudpickle", "shelve", "marshal", "joblib"}
-RESTRICTED_UNPICKLER_HOME = PACKAGE / "data.py"
+RESTRICTED_UNPICKLER_HOME = PACKAGE / "training" / "data.py"
 
 
 def pickle_violations(modules: Modules) -> list[str]:
@@ -227,7 +227,7 @@ def test_servers_listen_on_loopback_only() -> None:
 def test_the_checks_catch_what_they_forbid(check, source: str) -> None:
     """The walkers themselves work: each forbidden pattern, in a module of its own, is reported."""
     name, _, code = source.partition(":") if source.startswith("data.py:") else ("example.py", "", source)
-    assert check([(PACKAGE / name, ast.parse(code))])
+    assert check([(RESTRICTED_UNPICKLER_HOME.parent / name, ast.parse(code))])
 
 
 # -- behaviour: object tags never run --------------------------------------------------------

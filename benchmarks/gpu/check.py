@@ -15,7 +15,7 @@ Figures (benchmarks/gpu/check.sh runs this after `pytest -m cuda`):
 - fidelity:  benchmarks/cost_fidelity.py on this device (Spearman of S vs whole steps, >= 30
              candidates; the reference's S against its whole step);
 - libraries: our EfficientNetV2-S training step vs torchvision `efficientnet_v2_s` and timm
-             `tf_efficientnetv2_s`: same step function (nas.device.train_step: optimizer, precision,
+             `tf_efficientnetv2_s`: same step function (nas.measure.device.train_step: optimizer, precision,
              memory format), batch and resolution; img/s of each and ours / theirs (goal >= 1.0);
 - gate:      one candidate's step time alone vs while another trial trains on the same device
              (with the gate: goal within 10%; without it, for comparison), and what the gate costs
@@ -155,8 +155,8 @@ def check_plain(device: str, budget: int) -> None:
 
 def check_batch(device: torch.device, resolution: int, batches: tuple[int, ...] = (32, 64, 128, 256)) -> None:
     """The reference's training throughput per batch; the timing batch: the smallest within 10% of the best."""
-    from nas.measure import Repeats, measure_step_time
-    from nas.space import SearchSpace
+    from nas.measure.costs import Repeats, measure_step_time
+    from nas.spec.space import SearchSpace
 
     reference = SearchSpace.load("v2").reference
     rates: dict[int, float] = {}
@@ -190,7 +190,7 @@ def check_fidelity(device: str, archs: int) -> None:
 # -- libraries -------------------------------------------------------------------------------
 def _step(model: nn.Module, device: torch.device, batch: int, resolution: int) -> float:
     """Median ms of one training step (nas's timer and step; 1000 classes, 3 channels)."""
-    from nas.measure import Repeats, measure_step_time
+    from nas.measure.costs import Repeats, measure_step_time
 
     return measure_step_time(model, batch=batch, resolution=resolution, in_channels=3, num_classes=1000,
                              device=device, repeats=Repeats()).median_ms
@@ -216,10 +216,10 @@ def _library_models() -> Iterator[tuple[str, Callable[[], nn.Module] | None, str
 
 
 def check_libraries(device: torch.device, batch: int, resolution: int) -> None:
-    from nas.device import precision
-    from nas.measure import count_params
+    from nas.measure.costs import count_params
+    from nas.measure.device import precision
     from nas.model import build
-    from nas.resources import load_arch
+    from nas.spec.resources import load_arch
 
     shape = f"batch {batch}, {resolution} px, {precision(device).name}, " + (
         "channels_last" if device.type == "cuda" else "channels-first")
@@ -248,14 +248,14 @@ def check_libraries(device: torch.device, batch: int, resolution: int) -> None:
 def _trainer(device_spec: str, gated: bool, training: Any, stop: Any) -> None:
     """Another trial: proxy-trains the v2 reference's proxy on synthetic data until `stop`."""
     sys.path.insert(0, str(REPO))
-    import nas.train
-    from nas.data import load_dataset
-    from nas.device import resolve_device
+    import nas.training.proxy
+    from nas.measure.device import resolve_device
     from nas.model import build
-    from nas.space import SearchSpace
+    from nas.spec.space import SearchSpace
+    from nas.training.data import load_dataset
 
     if not gated:
-        nas.train.shared_device = lambda device: contextlib.nullcontext()
+        nas.training.proxy.shared_device = lambda device: contextlib.nullcontext()
     device = resolve_device(device_spec)
     space = SearchSpace.load("v2")
     data = load_dataset("synthetic", resolution=space.proxy.resolution)
@@ -266,8 +266,9 @@ def _trainer(device_spec: str, gated: bool, training: Any, stop: Any) -> None:
         return not stop.is_set()
 
     # short epochs: `stop` is looked at between epochs
-    recipe = nas.train.ProxyRecipe.from_proxy(replace(space.proxy, epochs=100_000, max_train=4 * space.proxy.batch))
-    nas.train.proxy_train(model, data, recipe, device, on_epoch=on_epoch)
+    recipe = nas.training.proxy.ProxyRecipe.from_proxy(
+        replace(space.proxy, epochs=100_000, max_train=4 * space.proxy.batch))
+    nas.training.proxy.proxy_train(model, data, recipe, device, on_epoch=on_epoch)
 
 
 def _with_trainer(device: torch.device, gated: bool, measure: Callable[[], float]) -> float:
@@ -289,31 +290,31 @@ def _with_trainer(device: torch.device, gated: bool, measure: Callable[[], float
 def _proxy_training_seconds(device: torch.device, gated: bool, epochs: int,
                             max_train: int | None = None) -> tuple[float, int]:
     """Seconds in training steps (and steps) of a proxy training here, with or without the gate."""
-    import nas.train
-    from nas.data import load_dataset
+    import nas.training.proxy
     from nas.model import build
-    from nas.space import SearchSpace
+    from nas.spec.space import SearchSpace
+    from nas.training.data import load_dataset
 
     space = SearchSpace.load("v2")
     data = load_dataset("synthetic", resolution=space.proxy.resolution)
     torch.manual_seed(0)
     model = build(space.proxy_arch(space.reference), num_classes=data.num_classes, in_channels=data.in_channels)
-    real = nas.train.shared_device
+    real = nas.training.proxy.shared_device
     if not gated:
-        nas.train.shared_device = lambda device: contextlib.nullcontext()
+        nas.training.proxy.shared_device = lambda device: contextlib.nullcontext()
     try:
-        recipe = nas.train.ProxyRecipe.from_proxy(replace(space.proxy, epochs=epochs, max_train=max_train))
-        outcome = nas.train.proxy_train(model, data, recipe, device)
+        recipe = nas.training.proxy.ProxyRecipe.from_proxy(replace(space.proxy, epochs=epochs, max_train=max_train))
+        outcome = nas.training.proxy.proxy_train(model, data, recipe, device)
     finally:
-        nas.train.shared_device = real
+        nas.training.proxy.shared_device = real
     return outcome.step_seconds, outcome.steps
 
 
 def check_gate(device: torch.device) -> None:
-    from nas.measure import Repeats, measure_step_time
+    from nas.measure.costs import Repeats, measure_step_time
     from nas.model import build
-    from nas.settings import SearchSettings
-    from nas.space import SearchSpace
+    from nas.spec.settings import SearchSettings
+    from nas.spec.space import SearchSpace
 
     space = SearchSpace.load("v2")
     shape = SearchSettings(space=space).timing_shape(device, num_classes=10)
@@ -351,12 +352,12 @@ def check_gate(device: torch.device) -> None:
 
 # -- memory ----------------------------------------------------------------------------------
 def check_memory(device: torch.device) -> None:
-    from nas.data import load_dataset
-    from nas.measure import Repeats, measure_step_time
+    from nas.measure.costs import Repeats, measure_step_time
     from nas.model import build
-    from nas.settings import SearchSettings
-    from nas.space import SearchSpace
-    from nas.train import ProxyRecipe, proxy_train
+    from nas.spec.settings import SearchSettings
+    from nas.spec.space import SearchSpace
+    from nas.training.data import load_dataset
+    from nas.training.proxy import ProxyRecipe, proxy_train
 
     space = SearchSpace.load("v2")
     settings = SearchSettings(space=space, dataset="synthetic")
@@ -421,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _check(args: argparse.Namespace, only: list[str]) -> int:
 
-    from nas.device import device_name, precision, resolve_device, set_threads
+    from nas.measure.device import device_name, precision, resolve_device, set_threads
 
     device = resolve_device(args.device)
     if device.type == "cpu":

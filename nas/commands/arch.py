@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from nas.cli import positive_int
+from nas.commands.args import positive_int
 
 
 def add_parser(sub: Any) -> None:
@@ -19,8 +19,8 @@ def add_parser(sub: Any) -> None:
 
 
 def arch_summary(arch_spec: str, classes: int, in_channels: int, resolution: int | None) -> dict[str, Any]:
-    from nas.resources import load_arch
-    from nas.scale import count_costs
+    from nas.measure.costs import count_costs
+    from nas.spec.resources import load_arch
 
     arch = load_arch(arch_spec)
     if resolution is not None:

@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Any
 
-from nas.cli import positive_int
+from nas.commands.args import positive_int
 
 
 def add_parser(sub: Any) -> None:
@@ -28,7 +28,7 @@ def add_cache_dir_argument(p: Any) -> None:
 
 def apply_cache_dir(args: argparse.Namespace) -> None:
     """--cache-dir for this process and every worker it starts (they inherit the environment)."""
-    from nas.step_table import CACHE_ENV
+    from nas.measure.step_table import CACHE_ENV
 
     if args.cache_dir:
         os.environ[CACHE_ENV] = os.path.abspath(os.path.expanduser(args.cache_dir))
@@ -37,12 +37,12 @@ def apply_cache_dir(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from nas.calibrate import calibrate
-    from nas.data import load_dataset
-    from nas.device import device_name, resolve_device, set_threads
-    from nas.hardware import fingerprint
-    from nas.space import SearchSpace
-    from nas.step_table import current_table
+    from nas.measure.calibrate import calibrate
+    from nas.measure.device import device_name, resolve_device, set_threads
+    from nas.measure.hardware import fingerprint
+    from nas.measure.step_table import current_table
+    from nas.spec.space import SearchSpace
+    from nas.training.data import load_dataset
 
     apply_cache_dir(args)
     space = SearchSpace.load(args.space)

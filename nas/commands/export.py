@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from nas.cli import positive_int
+from nas.commands.args import positive_int
 
 
 def add_parser(sub: Any) -> None:
@@ -26,9 +26,9 @@ def add_parser(sub: Any) -> None:
 
 def resolve_source(spec: str, runs_dir: str) -> tuple[Any, Path | None]:
     """(architecture, weights file or None): a train folder, a search run or an architecture."""
-    from nas.arch import Arch
     from nas.commands.scale import resolve_source as scale_source
-    from nas.paths import is_file, user_path
+    from nas.spec.arch import Arch
+    from nas.spec.paths import is_file, user_path
 
     for folder in (user_path(spec), user_path(spec, Path(runs_dir))):
         if folder is not None and is_file(folder / "train.yaml") and is_file(folder / "arch.yaml"):
@@ -39,8 +39,8 @@ def resolve_source(spec: str, runs_dir: str) -> tuple[Any, Path | None]:
 
 
 def run(args: argparse.Namespace) -> None:
-    from nas.device import resolve_device
-    from nas.export import export, load_weights
+    from nas.measure.device import resolve_device
+    from nas.training.export import export, load_weights
 
     arch, weights_path = resolve_source(args.source, args.runs_dir)
     if args.checkpoint:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from nas.cli import positive_int
+from nas.commands.args import positive_int
 
 
 def add_parser(sub: Any) -> None:
@@ -20,14 +20,17 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from nas.report import write_report
+    from nas.records.runs import RunDir
+    from nas.report.run_report import write_report
     from nas.reproduce.report import write_reproduction_report
     from nas.reproduce.request import is_reproduction
-    from nas.runs import RunDir
 
     for candidate in (Path(args.runs_dir) / args.run, Path(args.run)):
         if is_reproduction(candidate):
             print(write_reproduction_report(candidate, top_k=args.top_k))
             return
     run = RunDir.locate(args.run, args.runs_dir)
-    print(write_report(run, top_k=args.top_k, full_counts=not args.no_full_counts))
+    count_full = None
+    if not args.no_full_counts:
+        from nas.measure.costs import count_costs as count_full
+    print(write_report(run, top_k=args.top_k, count_full=count_full))

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nas.cli import EXIT_INTERRUPTED, fraction_or_zero, non_negative_int, positive_int
-from nas.errors import ConfigError
+from nas.commands.args import EXIT_INTERRUPTED, fraction_or_zero, non_negative_int, positive_int
+from nas.spec.errors import ConfigError
 
 
 def add_parser(sub: Any) -> None:
@@ -65,6 +65,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from nas.commands.search import search_options
     from nas.reproduce.request import Request
     from nas.reproduce.run import run_reproduction
 
@@ -82,7 +83,8 @@ def run(args: argparse.Namespace) -> None:
         quiet=args.quiet,
     )
     try:
-        report = run_reproduction(request, args.runs_dir, name)
+        report = run_reproduction(request, args.runs_dir, name,
+                                  search_options=search_options(request.search_args))
     except (KeyboardInterrupt, SystemExit) as exc:
         if isinstance(exc, SystemExit) and exc.code != EXIT_INTERRUPTED:
             raise

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nas.cli import positive_int
-from nas.errors import ConfigError
+from nas.commands.args import positive_int
+from nas.spec.errors import ConfigError
 
 
 def add_parser(sub: Any) -> None:
@@ -47,10 +47,10 @@ def add_parser(sub: Any) -> None:
 
 def resolve_source(spec: str, runs_dir: str) -> tuple[Any, Any]:
     """(architecture, run or None): a run's best.yaml, else an architecture spec."""
-    from nas.arch import Arch
-    from nas.errors import RunError
-    from nas.resources import load_arch
-    from nas.runs import RunDir
+    from nas.records.runs import RunDir
+    from nas.spec.arch import Arch
+    from nas.spec.errors import RunError
+    from nas.spec.resources import load_arch
 
     try:
         run = RunDir.locate(spec, runs_dir)
@@ -68,7 +68,7 @@ def resolve_source(spec: str, runs_dir: str) -> tuple[Any, Any]:
 
 def _members(args: argparse.Namespace, source: Any) -> list[tuple[str, Any, Any]]:
     """(file key, arch, recipe or None) for the chosen method."""
-    from nas import scale
+    from nas.scaling import scale
 
     explicit = [args.width, args.depth, args.resolution, args.dropout]
     if args.method == "v2":
@@ -101,7 +101,7 @@ def _members(args: argparse.Namespace, source: Any) -> list[tuple[str, Any, Any]
 
 def _output(args: argparse.Namespace, source: Any, run: Any, single: bool) -> tuple[Path, bool]:
     """(path, is_file): NAME.yaml for one member, else a folder."""
-    from nas.scale import family_base_name
+    from nas.scaling.scale import family_base_name
 
     if args.output:
         path = Path(args.output).expanduser()
@@ -116,9 +116,9 @@ def _output(args: argparse.Namespace, source: Any, run: Any, single: bool) -> tu
 
 
 def _write_family(args: argparse.Namespace, source: Any, run: Any) -> None:
-    from nas.progressive import recipe_path
-    from nas.runs import atomic_write
-    from nas.scale import count_costs
+    from nas.measure.costs import count_costs
+    from nas.records.runs import atomic_write
+    from nas.training.progressive import recipe_path
 
     members = _members(args, source)
     target, is_file = _output(args, source, run, single=len(members) == 1)
@@ -140,13 +140,13 @@ def _write_family(args: argparse.Namespace, source: Any, run: Any) -> None:
 
 
 def _grid_search(args: argparse.Namespace, source: Any, run: Any) -> None:
-    from nas.data import search_data
-    from nas.device import resolve_device
-    from nas.errors import RunError
-    from nas.runs import RunDir
-    from nas.scale import CoefficientSearch, family_base_name, search_coefficients
-    from nas.settings import SearchSettings, saved_space, settings_from_run
-    from nas.space import SearchSpace
+    from nas.measure.device import resolve_device
+    from nas.records.runs import RunDir
+    from nas.scaling.scale import CoefficientSearch, family_base_name, search_coefficients
+    from nas.spec.errors import RunError
+    from nas.spec.settings import SearchSettings, saved_space, settings_from_run
+    from nas.spec.space import SearchSpace
+    from nas.training.data import search_data
 
     if not 0 < args.tolerance < 1:
         raise ConfigError(f"--tolerance must be in (0, 1), but got {args.tolerance}")

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from nas.cli import positive_int
+from nas.commands.args import positive_int
 
 
 def add_parser(sub: Any) -> None:
@@ -18,7 +18,7 @@ def add_parser(sub: Any) -> None:
 
 
 def show_run(run: Any, top: int = 10) -> None:
-    from nas.runs import best_row
+    from nas.records.runs import best_row
     from nas.search.progress import describe_row
 
     rows = run.read_results()
@@ -41,7 +41,7 @@ def show_run(run: Any, top: int = 10) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from nas.runs import RunDir
+    from nas.records.runs import RunDir
 
     run = RunDir.locate(args.run, args.runs_dir)
     if args.json:

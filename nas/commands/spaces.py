@@ -11,8 +11,8 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from nas.resources import space_names
-    from nas.space import SearchSpace
+    from nas.spec.resources import space_names
+    from nas.spec.space import SearchSpace
 
     for name in space_names():
         print(SearchSpace.load(name).summary())

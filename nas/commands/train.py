@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nas.cli import EXIT_INTERRUPTED, fraction, positive_int
+from nas.commands.args import EXIT_INTERRUPTED, fraction, positive_int
 
 # CLI option -> TrainConfig field, for options that map one to one (None = not given).
 _DIRECT = ("dataset", "epochs", "batch", "optimizer", "lr", "weight_decay", "momentum", "schedule",
@@ -54,7 +54,7 @@ def add_parser(sub: Any) -> None:
 def default_output(args: argparse.Namespace, arch: Any) -> Path:
     if args.output:
         return Path(args.output).expanduser()
-    from nas.paths import is_file
+    from nas.spec.paths import is_file
 
     if arch.name:
         name = arch.name
@@ -69,8 +69,8 @@ def build_config(args: argparse.Namespace, arch: Any, recipe: Any, saved: Any) -
     """Defaults < the arch's recipe < (on --resume) the saved settings < options given."""
     from dataclasses import replace
 
-    from nas.fulltrain import TrainConfig
-    from nas.progressive import DEFAULT_SCHEDULE
+    from nas.training.full import TrainConfig
+    from nas.training.progressive import DEFAULT_SCHEDULE
 
     config = saved or TrainConfig()
     if saved is None and recipe is not None:
@@ -101,9 +101,9 @@ def build_config(args: argparse.Namespace, arch: Any, recipe: Any, saved: Any) -
 def run(args: argparse.Namespace) -> None:
     import yaml
 
-    from nas.fulltrain import TrainConfig, train
-    from nas.progressive import find_recipe
-    from nas.resources import load_arch
+    from nas.spec.resources import load_arch
+    from nas.training.full import TrainConfig, train
+    from nas.training.progressive import find_recipe
 
     arch = load_arch(args.arch)
     recipe = find_recipe(args.arch)

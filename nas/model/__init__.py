@@ -1,4 +1,4 @@
-"""PyTorch models built from `nas.arch.Arch` descriptions."""
+"""PyTorch models built from `nas.spec.arch.Arch` descriptions."""
 
 from nas.model.network import EfficientNet, build
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nas.arch import expanded_channels, squeeze_channels
+from nas.spec.arch import expanded_channels, squeeze_channels
 
 BN_EPS = 1e-3
 

@@ -7,9 +7,9 @@ import math
 import torch
 from torch import nn
 
-from nas.arch import Arch
-from nas.errors import ConfigError
 from nas.model.blocks import BLOCKS, ConvBNAct, StochasticDepth
+from nas.spec.arch import Arch
+from nas.spec.errors import ConfigError
 
 
 class EfficientNet(nn.Module):

@@ -8,16 +8,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from nas.arch import Arch
-from nas.objective import Objective
-from nas.report import (
+from nas.report.run_report import (
     COST_AXES,
     interrupted,
 )
-from nas.reproduce.retrain import Candidate
-from nas.reproduce.significance import ACCURACY_MARGIN, ALPHA, MIN_POINTS
-from nas.space import SearchSpace
-from nas.stats import (
+from nas.report.stats import (
     Difference,
     dominates,
     mean_std,
@@ -25,6 +20,11 @@ from nas.stats import (
     welch_difference,
     welch_pvalue,
 )
+from nas.reproduce.retrain import Candidate
+from nas.reproduce.significance import ACCURACY_MARGIN, ALPHA, MIN_POINTS
+from nas.spec.arch import Arch
+from nas.spec.objective import Objective
+from nas.spec.space import SearchSpace
 
 
 # -- analysis --------------------------------------------------------------------------------

@@ -7,13 +7,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from nas.arch import Arch
-from nas.stats import (
+from nas.report.stats import (
     choice_frequencies,
     majority,
     stage_mean,
     stage_share,
 )
+from nas.spec.arch import Arch
 
 
 # -- what the papers found -------------------------------------------------------------------

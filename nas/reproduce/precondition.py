@@ -7,7 +7,7 @@ they do not hold, a search that rewards step time has no reason to find those de
 judging the findings, the same four rows are measured here: the space's reference with no stage
 fused, the first half fused (stages 1-3 of V2-S), the first five (all but the last of a shorter
 network), and every stage fused, each the whole full-size network at the timing shape the
-search uses on this device, timed by `nas.measure` in interleaved rounds so a drift in machine
+search uses on this device, timed by `nas.measure.costs` in interleaved rounds so a drift in machine
 load touches every variant alike.
 """
 
@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 import scipy.stats
 
-from nas.arch import Arch
-from nas.runs import atomic_write
-from nas.timing import Repeats, TimingShape
+from nas.records.runs import atomic_write
+from nas.spec.arch import Arch
+from nas.spec.timing import Repeats, TimingShape
 
 if TYPE_CHECKING:
     import torch
@@ -167,10 +167,10 @@ def measure_precondition(reference: Arch, shape: TimingShape, device: torch.devi
     """Time the four variants' whole full-size networks at `shape`, `rounds` times, interleaved
     (each round starts at another variant, so none always goes first); counts at `resolution`."""
     # the measurement alone needs torch: reports read precondition.json without it
-    from nas.hardware import fingerprint
-    from nas.measure import measure_step_time, network_size
+    from nas.measure.costs import measure_step_time, network_size
+    from nas.measure.hardware import fingerprint
+    from nas.measure.step_cost import timing_arch
     from nas.model import build
-    from nas.step_cost import timing_arch
 
     start = time.perf_counter()
     variants = {k: timing_arch(a) for k, a in fused_variants(reference).items()}

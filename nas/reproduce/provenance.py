@@ -17,8 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from nas.errors import ConfigError
-from nas.runs import atomic_write
+from nas.records.runs import atomic_write
+from nas.spec.errors import ConfigError
 
 PROVENANCE_FILE = "provenance.json"
 # what a reproduction's numbers depend on, relative to the checkout's top folder

@@ -9,11 +9,8 @@ from typing import Any
 
 import yaml
 
-from nas import plots
-from nas.arch import Arch
-from nas.errors import RunError
-from nas.objective import Objective
-from nas.report import (
+from nas.records.runs import RunDir, atomic_write
+from nas.report.run_report import (
     COST_AXES,
     OP_NAMES,
     RunData,
@@ -23,9 +20,17 @@ from nas.report import (
     fmt_count,
     load_run,
     md_table,
+    plots,
     plural,
     top_k_size,
     write_report,
+)
+from nas.report.stats import (
+    CHOICE_FIELDS,
+    Correlation,
+    choice_frequencies,
+    kendall_tau,
+    majority,
 )
 from nas.reproduce.analysis import (
     REWARD_WORDS,
@@ -66,15 +71,10 @@ from nas.reproduce.significance import (
     rank_test,
     seed_test,
 )
-from nas.runs import RunDir, atomic_write
-from nas.settings import SearchSettings, settings_from_run
-from nas.stats import (
-    CHOICE_FIELDS,
-    Correlation,
-    choice_frequencies,
-    kendall_tau,
-    majority,
-)
+from nas.spec.arch import Arch
+from nas.spec.errors import RunError
+from nas.spec.objective import Objective
+from nas.spec.settings import SearchSettings, settings_from_run
 
 
 # -- the report ------------------------------------------------------------------------------
@@ -88,14 +88,16 @@ def write_reproduction_report(folder: Path, top_k: int | None = None) -> Path:
     search_run = RunDir(folder / "search")
     if not search_run.exists():
         raise RunError(f"reproduction {folder.name} has no search yet; run the same `nas reproduce` command again")
-    write_report(search_run, top_k=top_k)
+    from nas.measure.costs import count_costs
+
+    write_report(search_run, top_k=top_k, count_full=count_costs)
     search = load_run(search_run)
     runs = seed_runs(int(asked.get("seed", 0)), int(asked.get("search_seeds", 1)))
     searches, baselines, ablations = {runs[0].seed: search}, {}, {}
     for pair in runs:
         for sub, into in ((pair.tpe, searches), (pair.random, baselines), (pair.accuracy, ablations)):
             if pair.seed not in into and RunDir(folder / sub).exists():
-                write_report(RunDir(folder / sub), top_k=top_k, full_counts=False)
+                write_report(RunDir(folder / sub), top_k=top_k)
                 into[pair.seed] = load_run(RunDir(folder / sub))
     settings = retrain_settings(settings_from_run(search_run), asked.get("retrain_epochs"))
     seeds = [settings.seed + i for i in range(int(asked.get("seeds", 1)))]
@@ -332,7 +334,7 @@ def _precondition_section(target: Target, found: Precondition | None) -> str:
                                "run `python benchmarks/fused_ablation.py` for it.\n")
     out.append(f"The reference ({found.reference}) with only the stage operators switched, each the whole full-size "
                f"network timed at the search's timing shape ({found.shape}) on {_hardware_words(found.hardware)}; "
-               f"{plural(found.rounds, 'interleaved round')} of `nas.measure` step timings (median of each "
+               f"{plural(found.rounds, 'interleaved round')} of `nas.measure.costs` step timings (median of each "
                f"round's median, IQR over rounds):\n\n")
     out.append(md_table(VARIANT_COLUMNS, variant_rows(found)))
     out.append("\nThroughput ratios (geometric mean of the per-round ratios, 95% t-interval, p of no difference):\n\n")

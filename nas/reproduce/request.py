@@ -10,9 +10,9 @@ from typing import Any
 
 import yaml
 
-from nas.errors import ConfigError
+from nas.records.runs import atomic_write
 from nas.reproduce.claims import TARGETS
-from nas.runs import atomic_write
+from nas.spec.errors import ConfigError
 
 REQUEST_FILE = "reproduce.yaml"
 

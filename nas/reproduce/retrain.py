@@ -13,15 +13,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from nas.arch import Arch
-from nas.report import (
+from nas.records.runs import RunDir, atomic_write
+from nas.report.run_report import (
     RunData,
     fmt,
     load_run,
 )
 from nas.reproduce.request import Request, SeedRuns, say
-from nas.runs import RunDir, atomic_write
-from nas.settings import SearchSettings, settings_from_run
+from nas.spec.arch import Arch
+from nas.spec.settings import SearchSettings, settings_from_run
 
 RETRAIN_FILE = "retrain.csv"
 RETRAIN_COLUMNS = ["role", "trial", "seed", "epochs", "train_images", "state", "accuracy", "step_ms", "step_spread",
@@ -180,10 +180,10 @@ def retrain_one(cand: Candidate, seed: int, settings: SearchSettings) -> dict[st
     """One retraining as a retrain.csv row. The candidate's own failure is a FAIL row (the others
     go on); one that is not its fault (a CUDA error that poisons the process, Ctrl-C) is raised,
     as a search's trial would be interrupted: nothing is recorded, and the next run retrains it.
-    `nas.search.outcome.classify_error` tells the two apart for both."""
-    from nas.data import search_data
-    from nas.search.outcome import INTERRUPTED, classify_error
+    `nas.search.failure.classify_error` tells the two apart for both."""
+    from nas.search.failure import INTERRUPTED, classify_error
     from nas.search.trial import evaluate
+    from nas.training.data import search_data
 
     dataset = search_data(settings)
     _warm_up(settings, dataset)
@@ -213,7 +213,7 @@ def _retrain_threads(workers: int) -> None:
     retraining, since on a busy machine one thread ran a retraining in 8 s where two took 55 s."""
     import torch
 
-    from nas.device import set_threads
+    from nas.measure.device import set_threads
 
     given = os.environ.get("OMP_NUM_THREADS", "")
     if given.isdigit() and int(given) > 0:
@@ -225,8 +225,8 @@ def _retrain_threads(workers: int) -> None:
 def _warm_up(settings: SearchSettings, dataset: Any) -> None:
     """The first step-time measurement of a process runs slow (allocator, kernels); spend it here,
     once per process."""
-    from nas.device import resolve_device
-    from nas.measure import warm_up_process
+    from nas.measure.costs import warm_up_process
+    from nas.measure.device import resolve_device
 
     warm_up_process(resolve_device(settings.device))
 

@@ -4,13 +4,14 @@ pair per search seed), retraining, the report."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from nas.errors import ConfigError
+from nas.records.runs import atomic_write
 from nas.reproduce.claims import TARGETS
 from nas.reproduce.precondition import (
     PRECONDITION_FILE,
@@ -24,17 +25,21 @@ from nas.reproduce.provenance import CodeState, check_code, finish_phase, instal
 from nas.reproduce.report import write_reproduction_report
 from nas.reproduce.request import Request, record_request, say
 from nas.reproduce.retrain import retrain
-from nas.runs import atomic_write
-from nas.space import SearchSpace
+from nas.spec.errors import ConfigError
+from nas.spec.space import SearchSpace
 
 
 # -- running it ------------------------------------------------------------------------------
-def run_reproduction(request: Request, runs_dir: str | Path, name: str, code: CodeState | None = None) -> Path:
+def run_reproduction(request: Request, runs_dir: str | Path, name: str, code: CodeState | None = None,
+                     search_options: Mapping[str, Any] | None = None) -> Path:
     """Precondition, searches and baselines per seed, retraining and report; each part resumes
     from what is on disk. `code`: the code state to record per phase (default: this nas's
-    checkout, `nas.reproduce.provenance`)."""
+    checkout, `nas.reproduce.provenance`). `search_options`: `request.search_args` as `SearchJob`
+    fields (`nas.commands.search.search_options` parses them; the library reads no command lines)."""
     if request.target not in TARGETS:
         raise ConfigError(f"target must be one of {sorted(TARGETS)}, but got {request.target!r}")
+    if request.search_args and search_options is None:
+        raise ConfigError("request.search_args are command-line words: pass them parsed, as search_options")
     folder = Path(runs_dir) / name
     code = code or installed_code_state()
     check_code(folder, code, request.allow_code_change)
@@ -65,7 +70,8 @@ def run_reproduction(request: Request, runs_dir: str | Path, name: str, code: Co
                 _share_reference(main, folder / sub)
             if not _finished(folder / sub, budget):
                 phase(f"search {sub}")
-            run_search(folder, sub, request, budget, sampler=sampler, seed=pair.seed, space=space)
+            run_search(folder, sub, request, budget, sampler=sampler, seed=pair.seed, space=space,
+                       search_options=search_options)
             finish_phase(folder, f"search {sub}")
     retrain(folder, request, on_start=lambda: phase("retrain"))
     finish_phase(folder, "retrain")
@@ -76,9 +82,9 @@ def run_precondition(folder: Path, request: Request, on_measure: Callable[[], No
     """The fused ablation on this device (nas.reproduce.precondition), measured once per
     hardware: a finished measurement on the same fingerprint is reused (`on_measure` is called
     when it is not)."""
-    from nas.data import load_dataset
-    from nas.device import resolve_device, set_threads
-    from nas.hardware import fingerprint
+    from nas.measure.device import resolve_device, set_threads
+    from nas.measure.hardware import fingerprint
+    from nas.training.data import load_dataset
 
     device = resolve_device(request.device)
     set_threads(request.workers)  # the threads each search worker measures with
@@ -117,7 +123,7 @@ ABLATION_SPACE = "accuracy-only-space.yaml"
 def accuracy_only_space(folder: Path, request: Request) -> Path:
     """The target's space with every cost weight 0, so its reward is accuracy alone: the
     cost-term ablation searches it with the same seeds and budget (written once)."""
-    from nas.resources import space_path
+    from nas.spec.resources import space_path
 
     path = folder / ABLATION_SPACE
     if path.is_file():
@@ -135,42 +141,33 @@ def accuracy_only_space(folder: Path, request: Request) -> Path:
 
 
 def run_search(folder: Path, sub: str, request: Request, budget: int, sampler: str | None = None,
-               seed: int | None = None, space: str | None = None) -> None:
-    """`nas search` into folder/sub, resuming it if it exists (the search command builds the
-    settings); `space`: a space file instead of the target's."""
-    from nas.cli import build_parser
-    from nas.commands import command_module
+               seed: int | None = None, space: str | None = None,
+               search_options: Mapping[str, Any] | None = None) -> None:
+    """The search into folder/sub (`nas.search.run`), resuming it if it exists; `space`: a space
+    file instead of the target's; `search_options`: more `SearchJob` fields (--search-args)."""
+    from nas.search.run import SearchJob, run_search
 
     target = TARGETS[request.target]
-    argv = ["search", "--space", space or request.space_name, "--budget", str(budget), "--runs-dir", str(folder),
-            "--name", sub, "--dataset", request.dataset, "--objective", target.objective,
-            "--seed", str(request.seed if seed is None else seed),
-            "--device", request.device, "--workers", str(request.workers)]
-    if request.test_fraction:
-        argv += ["--test-fraction", str(request.test_fraction)]
-    if sampler:
-        argv += ["--sampler", sampler]
-    if request.epochs:
-        argv += ["--epochs", str(request.epochs)]
-    if request.max_train:
-        argv += ["--max-train", str(request.max_train)]
-    argv += list(request.search_args)
+    job = SearchJob(space=space or request.space_name, budget=budget, runs_dir=str(folder), name=sub,
+                    dataset=request.dataset, objective=target.objective,
+                    seed=request.seed if seed is None else seed, device=request.device, workers=request.workers,
+                    test_fraction=request.test_fraction or None, sampler=sampler,
+                    epochs=request.epochs or None, max_train=request.max_train or None)
+    job = replace(job, **(search_options or {}))
     if sampler == "random":
         # every random trial trained in full: the unbiased sample the findings are tested on (a
         # pruner would keep only the trials whose early accuracy beat the median)
-        argv += ["--pruner", "none"]
-    if (folder / sub / "config.yaml").is_file():
-        argv.append("--resume")
-    if request.quiet:
-        argv.append("--quiet")
-    say(request, f"nas: {sub}: nas {' '.join(argv)}")
-    command_module("search").run(build_parser().parse_args(argv))
+        job = replace(job, pruner="none")
+    job = replace(job, resume=job.resume or (folder / sub / "config.yaml").is_file(),
+                  quiet=job.quiet or request.quiet)
+    say(request, f"nas: {sub}: {job.command_line()}")
+    run_search(job, say=None if job.quiet else (lambda line: say(request, line)))
 
 
 def _finished(run: Path, budget: int) -> bool:
     """Whether the search in `run` has reached its budget (so resuming it trains nothing)."""
-    from nas.report import load_run
-    from nas.runs import RunDir
+    from nas.records.runs import RunDir
+    from nas.report.run_report import load_run
 
     return RunDir(run).exists() and load_run(RunDir(run)).finished() >= budget
 

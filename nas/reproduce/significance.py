@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import scipy.stats
 
-from nas.arch import Arch
 from nas.reproduce.claims import Claim
 from nas.reproduce.precondition import Expectation
+from nas.spec.arch import Arch
 
 ALPHA = 0.05  # significance level of every verdict
 MIN_POINTS = 3  # below this many points (seeds, architectures) a result is only a direction

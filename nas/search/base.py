@@ -4,30 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
-from nas.arch import Arch
-from nas.errors import TrialError
-from nas.objective import Objective
-from nas.runs import RunDir
+from nas.records.runs import RunDir
+from nas.report.stats import pareto_front
 from nas.search.trial import TrialResult
-from nas.stats import pareto_front
-from nas.tblog import write_trial_events
+from nas.spec.arch import Arch
+from nas.spec.objective import Objective
+from nas.training.tblog import write_trial_events
 
 # Trial attributes stored with every trial (Optuna user attrs, Ray results); rows and
 # reports are built from these alone, so either backend's runs read the same.
 METRIC_KEYS = ("accuracy", "step_ms", "step_spread", "ref_step_ms", "params", "macs", "epochs", "seconds",
                "hardware")
-
-
-def failure_reason(exc: BaseException) -> str:
-    """One line saying why a trial failed."""
-    if isinstance(exc, TrialError):
-        return str(exc)
-    if isinstance(exc, torch.OutOfMemoryError):
-        return "out of memory"
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
 
 
 def result_attrs(result: TrialResult) -> dict[str, Any]:

@@ -12,30 +12,23 @@ from __future__ import annotations
 import multiprocessing
 import sys
 import time
+from typing import Any
 
 import optuna
 
-from nas.data import Dataset, search_data
-from nas.device import set_threads
-from nas.errors import RunError
-from nas.measure import StepTimeCache
-from nas.objective import Objective
-from nas.runs import RunDir
-from nas.search.base import best_reward
-from nas.search.outcome import INTERRUPTED, attempt, conclude
+from nas.measure.costs import StepTimeCache
+from nas.measure.device import set_threads
+from nas.records.runs import RunDir
+from nas.search.backend import OptunaOptions
+from nas.search.failure import INTERRUPTED
+from nas.search.lifecycle import attempt, finish_trial
 from nas.search.progress import Progress
 from nas.search.run_table import open_run_table
-from nas.search.study import (  # noqa: F401 (re-exported: tests and tools read runs through these)
-    STUDY_NAME,
-    RunStudy,
-    count_finished,
-    is_finished,
-    make_sampler,
-    open_storage,
-    run_reference,
-    write_tables,
-)
-from nas.settings import SearchSettings
+from nas.search.study import RunStudy, count_finished
+from nas.spec.errors import RunError
+from nas.spec.objective import Objective
+from nas.spec.settings import SearchSettings
+from nas.training.data import Dataset, search_data
 
 
 class OptunaSearch:
@@ -99,12 +92,9 @@ class OptunaSearch:
             return not trial.should_prune()
 
         outcome = attempt(arch, self.settings, data, cache, on_epoch, on_costs=keep_costs)
-        row = conclude(rs, trial.number, arch, outcome, objective)
+        finish_trial(rs, trial.number, arch, outcome, objective, progress)
         if outcome.state == INTERRUPTED and isinstance(outcome.error, KeyboardInterrupt):
             raise outcome.error
-        rows = write_tables(self.run, rs.study, objective)
-        if row is not None:
-            progress.update(count_finished(rs.trials()), row, best_reward(rows))
         return outcome.reason if outcome.poisoned else None
 
 
@@ -117,9 +107,19 @@ def _worker_main(run_path: str, settings: SearchSettings, budget: int, storage_u
     OptunaSearch(RunDir(run_path), settings, budget, storage_url, worker, show_progress=False).run_worker()
 
 
-def search(run: RunDir, settings: SearchSettings, budget: int, workers: int = 1,
-           storage_url: str | None = None, show_progress: bool = True) -> None:
-    """Run the search to its budget with `workers` processes (this one included)."""
+def connect(options: OptunaOptions) -> None:
+    """Nothing to reach: the workers start on this machine (an RDB is opened by the study)."""
+
+
+def placement(run: RunDir, options: OptunaOptions) -> dict[str, Any]:
+    return {"storage": options.storage or "study.journal"}
+
+
+def search(run: RunDir, settings: SearchSettings, budget: int, options: OptunaOptions, *,
+           resume: bool = False, show_progress: bool = True) -> None:
+    """Run the search to its budget with `options.workers` processes (this one included); a
+    run's study resumes by itself, so `resume` changes nothing here."""
+    workers, storage_url = options.workers, options.storage
     threads = set_threads(workers)
     children = []
     context = multiprocessing.get_context("spawn")

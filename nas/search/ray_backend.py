@@ -21,25 +21,30 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from typing import Any
 
 import optuna
 import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-from nas.data import Dataset, search_data
-from nas.errors import RunError
-from nas.objective import Objective, Reference
-from nas.runs import RunDir
-from nas.search.base import failure_reason
+from nas.records.runs import RunDir
+from nas.search.failure import failure_reason
 from nas.search.progress import Progress
 from nas.search.raytune.cluster import RayOptions, capacity, check_fits, connect  # noqa: F401 (entry points)
 from nas.search.raytune.searcher import FailureCounter, StudySearcher, trial_dirname
 from nas.search.raytune.trainable import NUMBER, TrialJob, measure_reference_remotely, run_trial  # noqa: F401
 from nas.search.study import RunStudy, count_finished, run_reference, write_tables
-from nas.settings import SearchSettings
+from nas.spec.errors import RunError
+from nas.spec.objective import Objective, Reference
+from nas.spec.settings import SearchSettings
+from nas.training.data import Dataset, search_data
 
 EXPERIMENTS = "ray"  # under the run folder (or --storage): one Tune experiment per driver session
+
+
+def placement(run: RunDir, options: RayOptions) -> dict[str, Any]:
+    return {"storage": experiment_path(run, options), "ray": options.to_dict()}
 
 
 def experiment_path(run: RunDir, options: RayOptions) -> str:
@@ -87,7 +92,7 @@ def _tuner(trainable: object, searcher: StudySearcher, failures: FailureCounter,
     )
 
 
-def search(run: RunDir, settings: SearchSettings, budget: int, options: RayOptions, resume: bool = False,
+def search(run: RunDir, settings: SearchSettings, budget: int, options: RayOptions, *, resume: bool = False,
            show_progress: bool = True) -> None:
     """Run the search to its budget on the cluster `connect` joined; returns when it is met.
 

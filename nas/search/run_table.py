@@ -1,23 +1,23 @@
 """A run's step-time table and reference: which machine table generation it times in, chosen
 once per run by whichever process comes first (under the run lock), after re-timing the
-reference against that table (nas.step_table explains the generations)."""
+reference against that table (nas.measure.step_table explains the generations)."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-from nas.data import Dataset
-from nas.device import resolve_device
-from nas.hardware import fingerprint
-from nas.measure import StepTimeCache
-from nas.objective import Reference
-from nas.runs import RunDir
+from nas.measure.costs import StepTimeCache
+from nas.measure.device import resolve_device
+from nas.measure.hardware import fingerprint
+from nas.measure.step_cost import retime_reference
+from nas.measure.step_table import Drift, StepTable, current_table, next_generation, pinned_table, write_record
+from nas.records.runs import RunDir
 from nas.search.study import run_reference
 from nas.search.trial import measure_reference, warn_if_other_hardware
-from nas.settings import SearchSettings
-from nas.step_cost import retime_reference
-from nas.step_table import Drift, StepTable, current_table, next_generation, pinned_table, write_record
+from nas.spec.objective import Reference
+from nas.spec.settings import SearchSettings
+from nas.training.data import Dataset
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ LEGACY_TABLE = "step_times.json"
 def open_run_table(run: RunDir, settings: SearchSettings, data: Dataset,
                    root: Path | None = None) -> tuple[StepTimeCache, Reference]:
     """The run's step-time table and its reward normalisers, measured once per run and read back
-    by every other process and on resume. `root`: the cache folder (default `nas.step_table.cache_dir`)."""
+    by every other process and on resume. `root`: the cache folder (default `nas.measure.step_table.cache_dir`)."""
     device = resolve_device(settings.device)
     hardware = fingerprint(device)
     chosen: list[StepTimeCache] = []

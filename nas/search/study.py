@@ -27,20 +27,18 @@ from optuna.storages import BaseStorage, JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.errors import RunError
-from nas.file_lock import FileLock, file_lock
-from nas.objective import Objective, Reference
-from nas.runs import RunDir
-from nas.search.base import failure_reason, make_row, write_rows
+from nas.records.file_lock import FileLock, file_lock
+from nas.records.runs import RunDir
+from nas.search.base import make_row, write_rows
+from nas.search.failure import INTERRUPTED_ATTR, failure_reason, is_interrupted
 from nas.search.liveness import Heartbeat, Timing, stale_trials, uses_optuna_heartbeat
-from nas.settings import SearchSettings
+from nas.spec.errors import RunError
+from nas.spec.objective import Objective, Reference
+from nas.spec.settings import SearchSettings
 
 STUDY_NAME = "nas"
 # who ran a trial, for people reading the run (liveness never looks at it)
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
-# the user attr marking a trial that ended for a reason not its own (it does not count); the
-# state itself is `nas.search.outcome.INTERRUPTED`
-INTERRUPTED_ATTR = "interrupted"
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
@@ -202,13 +200,6 @@ def _requeue_stale(study: optuna.Study, trial: FrozenTrial) -> None:
 
 
 # -- the budget's count ---------------------------------------------------------------------------
-def is_interrupted(trial: FrozenTrial) -> bool:
-    """Failed for a reason not its own: marked so, or failed by Optuna's heartbeat (no reason)."""
-    if trial.state != TrialState.FAIL:
-        return False
-    return bool(trial.user_attrs.get(INTERRUPTED_ATTR)) or "reason" not in trial.user_attrs
-
-
 def is_finished(trial: FrozenTrial) -> bool:
     """Counts toward the budget: complete, pruned, or failed for a reason of its own."""
     if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
@@ -255,7 +246,7 @@ def run_reference(run: RunDir, measure: Callable[[], Reference],
                 on_existing(ref)
             return ref
         ref = measure()
-        from nas.runs import atomic_write
+        from nas.records.runs import atomic_write
 
         atomic_write(run.reference_path, json.dumps(ref.to_dict(), indent=2) + "\n")
         return ref

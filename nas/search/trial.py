@@ -1,7 +1,7 @@
 """The one trial function both backends call: build, count, time, proxy-train.
 
 `evaluate(arch, settings, data)` returns a `TrialResult`; scoring against the reference is
-the backend's job (`nas.objective`), so a result can be re-scored without re-training.
+the backend's job (`nas.spec.objective`), so a result can be re-scored without re-training.
 """
 
 from __future__ import annotations
@@ -14,16 +14,16 @@ from typing import Any
 
 import torch
 
-from nas.arch import Arch
-from nas.data import Dataset
-from nas.device import device_name, resolve_device
-from nas.hardware import Hardware, fingerprint
-from nas.measure import StepTime, StepTimeCache, network_size
+from nas.measure.costs import StepTime, StepTimeCache, network_size
+from nas.measure.device import device_name, resolve_device
+from nas.measure.hardware import Hardware, fingerprint
+from nas.measure.step_cost import step_cost
 from nas.model import build
-from nas.objective import Reference
-from nas.settings import SearchSettings
-from nas.step_cost import step_cost
-from nas.train import EpochCallback, ProxyRecipe, StateCallback, proxy_train
+from nas.spec.arch import Arch
+from nas.spec.objective import Reference
+from nas.spec.settings import SearchSettings
+from nas.training.data import Dataset
+from nas.training.proxy import EpochCallback, ProxyRecipe, StateCallback, proxy_train
 
 log = logging.getLogger(__name__)
 

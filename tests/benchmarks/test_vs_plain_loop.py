@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from nas.data import load_dataset
-from nas.measure import StepTimeCache
+from nas.measure.costs import StepTimeCache
 from nas.search.trial import evaluate
-from nas.settings import SearchSettings
-from nas.space import SearchSpace
-from nas.train import warmup_cosine
+from nas.spec.settings import SearchSettings
+from nas.spec.space import SearchSpace
+from nas.training.data import load_dataset
+from nas.training.proxy import warmup_cosine
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "vs_plain_loop.py"
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nas.arch import Arch
 from nas.cli import main
-from nas.errors import ConfigError
-from nas.resources import load_arch
-from nas.space import SearchSpace
+from nas.spec.arch import Arch
+from nas.spec.errors import ConfigError
+from nas.spec.resources import load_arch
+from nas.spec.space import SearchSpace
 from tests.conftest import REPO, nas_env
 
 OPS = ("fmb", "mb")

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nas.arch import Arch
 from nas.cli import main
 from nas.commands.scale import resolve_source
-from nas.progressive import TrainingRecipe
-from nas.resources import load_arch
-from nas.space import SearchSpace
+from nas.spec.arch import Arch
+from nas.spec.resources import load_arch
+from nas.spec.space import SearchSpace
+from nas.training.progressive import TrainingRecipe
 
 
 def test_presets_write_published_members(tmp_path: Path, capsys) -> None:

@@ -9,9 +9,9 @@ import pytest
 
 from nas.cli import build_parser, main
 from nas.commands.train import build_config
-from nas.fulltrain import TrainConfig
-from nas.progressive import DEFAULT_SCHEDULE, ProgressiveSchedule, TrainingRecipe
-from nas.space import SearchSpace
+from nas.spec.space import SearchSpace
+from nas.training.full import TrainConfig
+from nas.training.progressive import DEFAULT_SCHEDULE, ProgressiveSchedule, TrainingRecipe
 
 TINY = SearchSpace.load("tiny").reference
 RECIPE = TrainingRecipe(train_resolution=24, eval_resolution=32, dropout=0.3, randaugment=15, mixup=0.2,

@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from nas.arch import Arch, Stage
-from nas.errors import ConfigError
 from nas.model import EfficientNet, build
 from nas.model.blocks import FusedMBConv, MBConv, SqueezeExcite, StochasticDepth
-from nas.resources import load_arch
+from nas.spec.arch import Arch, Stage
+from nas.spec.errors import ConfigError
+from nas.spec.resources import load_arch
 
 
 def n_params(model: nn.Module) -> int:

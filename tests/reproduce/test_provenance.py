@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from nas.errors import ConfigError
 from nas.reproduce.provenance import (
     CodeState,
     check_code,
@@ -21,6 +20,7 @@ from nas.reproduce.provenance import (
 )
 from nas.reproduce.request import Request
 from nas.reproduce.run import run_reproduction
+from nas.spec.errors import ConfigError
 
 
 def git(root: Path, *args: str) -> str:

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from nas.arch import Arch, Stage
 from nas.cli import main
-from nas.measure import StepTimeCache
-from nas.report import RunData
+from nas.measure.costs import StepTimeCache
+from nas.records.runs import RunDir
+from nas.report.run_report import RunData
+from nas.report.stats import kendall_tau
 from nas.reproduce.analysis import (
     REWARD_WORDS,
     Retrained,
@@ -50,12 +51,11 @@ from nas.reproduce.significance import (
     rank_test,
     seed_test,
 )
-from nas.resources import load_arch
-from nas.runs import RunDir
-from nas.settings import settings_from_run
-from nas.space import SearchSpace
-from nas.stats import kendall_tau
-from tests.test_report import assert_links_resolve, assert_plots, tables
+from nas.spec.arch import Arch, Stage
+from nas.spec.resources import load_arch
+from nas.spec.settings import settings_from_run
+from nas.spec.space import SearchSpace
+from tests.report.test_run_report import assert_links_resolve, assert_plots, tables
 
 TINY = ["reproduce", "v2s", "--space", "tiny", "--dataset", "digits", "--budget", "3", "--baseline-budget", "2",
         "--search-seeds", "2", "--top", "1", "--seeds", "2", "--retrain-epochs", "1", "--rank-extra", "1",
@@ -547,7 +547,7 @@ def test_a_retraining_fails_only_for_the_candidates_own_reasons(monkeypatch: pyt
                                                                 recorded: str | None) -> None:
     import nas.reproduce.retrain as retrain_module
     import nas.search.trial as trial_module
-    from nas.settings import SearchSettings
+    from nas.spec.settings import SearchSettings
 
     def broken(*args: object, **kwargs: object) -> None:
         raise error  # a fault injected on purpose

@@ -14,7 +14,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from nas.cli import main
-from nas.search.optuna_backend import count_finished
+from nas.search.study import count_finished
 from tests.conftest import run_nas, start_nas
 from tests.search.test_optuna_backend import FAST, load_trials, read_rows
 
@@ -86,7 +86,7 @@ def test_three_processes_on_one_run_share_its_budget(workdir: Path) -> None:
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
 def test_full_or_read_only_disk_is_one_clear_line(code: int, workdir: Path, monkeypatch, capsys) -> None:
-    import nas.runs
+    import nas.records.runs
 
     monkeypatch.chdir(workdir)
     assert main(["search", *FAST, "--budget", "1", "--name", "disk"]) == 0
@@ -94,7 +94,7 @@ def test_full_or_read_only_disk_is_one_clear_line(code: int, workdir: Path, monk
     def failing_replace(src, dst):
         raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr(nas.runs.os, "replace", failing_replace)
+    monkeypatch.setattr(nas.records.runs.os, "replace", failing_replace)
     capsys.readouterr()
     assert main(["search", *FAST, "--budget", "2", "--name", "disk", "--resume"]) == 2
     err = capsys.readouterr().err.strip()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from nas.runs import RunDir
+from nas.records.runs import RunDir
 
 pytestmark = pytest.mark.slow  # real processes and searches
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow  # real processes and searches
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from nas.runs import RunDir
+from nas.records.runs import RunDir
 from nas.search.study import open_storage
 open_storage(RunDir(Path(sys.argv[1])))._backend._lock.acquire()
 print("held", flush=True)
@@ -29,7 +29,7 @@ WRITE_TRIALS = """
 import sys
 from pathlib import Path
 import optuna
-from nas.runs import RunDir
+from nas.records.runs import RunDir
 from nas.search.study import open_storage
 study = optuna.create_study(study_name="after-kill", storage=open_storage(RunDir(Path(sys.argv[1]))))
 study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)

@@ -20,7 +20,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from nas.runs import RunDir
+from nas.records.runs import RunDir
 from nas.search.liveness import Timing, stale_trials
 from nas.search.study import STUDY_NAME, count_finished, is_finished, open_storage
 from tests.conftest import nas_env, skip_or_fail
@@ -77,7 +77,7 @@ def locks_free(run: Path) -> bool:
     which is the device gate's business, not what these tests are about)."""
     import torch
 
-    from nas.device_gate import gate_path, lock_path
+    from nas.measure.device_gate import gate_path, lock_path
 
     cpu = torch.device("cpu")
     for path in (run / ".claim.lock", run / "study.journal.flock", lock_path(cpu), gate_path(cpu)):

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from nas.cli import main
-from nas.runs import RunDir
-from nas.search.optuna_backend import STUDY_NAME, count_finished, open_storage
+from nas.records.runs import RunDir
+from nas.search.study import STUDY_NAME, count_finished, open_storage
 from tests.conftest import run_nas, start_nas
 
 FAST = ["--space", "tiny", "--max-train", "600", "--epochs", "1", "--quiet"]
@@ -48,7 +48,7 @@ def test_search_writes_the_run_layout(workdir: Path, monkeypatch) -> None:
     rows = read_rows(run)
     assert [int(r["number"]) for r in rows] == [0, 1, 2, 3]
     # the reference architecture runs first and is the space's reference
-    from nas.space import SearchSpace
+    from nas.spec.space import SearchSpace
 
     assert rows[0]["arch"] == SearchSpace.load("tiny").reference.to_string()
     for row in rows:
@@ -60,7 +60,7 @@ def test_search_writes_the_run_layout(workdir: Path, monkeypatch) -> None:
             assert 0.0 <= float(row["accuracy"]) <= 1.0 and float(row["step_ms"]) > 0
             assert any(p.name.startswith("events.out.tfevents") for p in folder.iterdir())
     # every row carries the hardware it was timed on and the reference's S timed there
-    from nas.hardware import fingerprint
+    from nas.measure.hardware import fingerprint
 
     reference = json.loads((run / "reference.json").read_text())
     assert reference["hardware"]["cpu"] and reference["shape"].startswith("batch 8, 16x16 px")
@@ -89,15 +89,15 @@ def test_tensorboard_events_hold_curves_and_hparams(workdir: Path, monkeypatch) 
 
 @pytest.mark.slow
 def test_nan_trials_are_recorded_as_failed_and_the_search_goes_on(workdir: Path, monkeypatch) -> None:
-    import nas.train
+    import nas.training.proxy
 
-    real_step = nas.train.train_step
+    real_step = nas.training.proxy.train_step
 
     def nan_for_kernel5(model, *args, **kwargs):
         loss = real_step(model, *args, **kwargs)
         return loss * float("nan") if model.arch.stages[0].kernel == 5 else loss
 
-    monkeypatch.setattr(nas.train, "train_step", nan_for_kernel5)
+    monkeypatch.setattr(nas.training.proxy, "train_step", nan_for_kernel5)
     monkeypatch.chdir(workdir)
     assert main(["search", *FAST, "--budget", "8", "--name", "nan", "--sampler", "random"]) == 0
     rows = read_rows(workdir / "runs" / "nan")
@@ -178,7 +178,7 @@ def test_kill_and_resume_keeps_finished_trials_and_ends_at_the_budget(workdir: P
 
 
 def test_device_auto_runs_on_cpu_here() -> None:
-    from nas.device import resolve_device
+    from nas.measure.device import resolve_device
 
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device("auto").type == expected
@@ -188,8 +188,8 @@ def test_device_auto_runs_on_cpu_here() -> None:
 def test_the_median_pruner_judges_the_reward_not_raw_accuracy(workdir: Path, monkeypatch) -> None:
     """What the pruner sees each epoch is accuracy so far x the trial's cost factor: exactly the
     reward formula applied to that epoch's accuracy and the trial's recorded costs."""
-    from nas.objective import Objective, Reference
-    from nas.space import SearchSpace
+    from nas.spec.objective import Objective, Reference
+    from nas.spec.space import SearchSpace
 
     monkeypatch.chdir(workdir)
     assert main(["search", "--space", "tiny", "--max-train", "300", "--epochs", "2", "--quiet",

@@ -98,7 +98,7 @@ def finished(table: list[dict]) -> list[dict]:
 def study_trials(run: Path) -> list:
     import optuna
 
-    from nas.runs import RunDir
+    from nas.records.runs import RunDir
     from nas.search.study import STUDY_NAME, open_storage
 
     return optuna.load_study(study_name=STUDY_NAME, storage=open_storage(RunDir(run))).trials
@@ -110,38 +110,7 @@ def tail(cwd: Path) -> str:
 
 
 # -- on the cluster -----------------------------------------------------------------------------
-@pytest.mark.slow
-@needs_netns
-def test_search_runs_on_both_nodes_and_meets_the_budget(cluster: LoopbackCluster, tmp_path: Path) -> None:
-    from nas.space import SearchSpace
-
-    done = nas(cluster, "search", *FAST, "--epochs", "1", "--budget", "6", "--name", "two",
-               "--address", cluster.address, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
-    run = tmp_path / "runs" / "two"
-    for name in ("config.yaml", "space.yaml", "results.csv", "best.yaml", "reference.json"):
-        assert (run / name).is_file(), name
-    table = rows(run)
-    assert [int(r["number"]) for r in table] == list(range(6))
-    assert table[0]["arch"] == SearchSpace.load("tiny").reference.to_string()  # reference first (ray#35319)
-    assert all(r["state"] == "COMPLETE" for r in table), [r["reason"] for r in table]
-    found = records(run)
-    assert len({r["node_id"] for r in found.values()}) == 2, "trials should have run on both nodes"
-    for number, record in found.items():
-        folder = run / "trials" / f"{number:04d}"
-        assert (folder / "arch.yaml").is_file()
-        assert any(p.name.startswith("events.out.tfevents") for p in folder.iterdir())
-        assert record["node_ip"] == "127.0.0.1"
-    config = (run / "config.yaml").read_text()
-    assert "backend: ray" in config and "budget: 6" in config and "ray:" in config
-    # the run's study, as Optuna's own tools open it: the same storage and study as the Optuna backend's
-    study = study_trials(run)
-    assert [t.state.name for t in study] == ["COMPLETE"] * 6
-    assert [t.user_attrs["accuracy"] for t in study] == [float(r["accuracy"]) for r in table]
-    shown = run_nas("show", "two", cwd=tmp_path, timeout=60)  # no Ray needed to read a Ray run
-    assert shown.returncode == 0 and "6/6 trials" in shown.stdout
-
-
+# a search's budget, run folder, study and resume: tests/search/test_backends.py, on both backends
 @pytest.mark.slow
 @needs_netns
 def test_asha_stops_weak_trials_and_they_are_pruned(cluster: LoopbackCluster, tmp_path: Path) -> None:
@@ -357,14 +326,14 @@ def test_searcher_tells_the_study_pruned_failed_and_interrupted(tmp_path: Path) 
     require_module("ray.tune", "the Ray backend")
     import optuna
 
-    from nas.objective import Objective, Reference
-    from nas.runs import RunDir
+    from nas.records.runs import RunDir
     from nas.search.progress import Progress
     from nas.search.raytune.searcher import FailureCounter, StudySearcher
     from nas.search.raytune.trainable import NUMBER
     from nas.search.study import STUDY_NAME, RunStudy, count_finished, open_storage
-    from nas.settings import SearchSettings
-    from nas.space import SearchSpace
+    from nas.spec.objective import Objective, Reference
+    from nas.spec.settings import SearchSettings
+    from nas.spec.space import SearchSpace
 
     space = SearchSpace.load("tiny")
     settings = SearchSettings(space=space, dataset="synthetic")

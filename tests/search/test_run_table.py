@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nas.measure import StepTime, StepTimeCache
+from nas.measure.costs import StepTime, StepTimeCache
 from tests.conftest import REPO, run_nas
 
 pytestmark = pytest.mark.slow

@@ -7,14 +7,14 @@ import math
 
 import torch
 
-from nas.data import load_dataset
-from nas.hardware import fingerprint
-from nas.measure import StepTimeCache, count_macs, count_params
+from nas.measure.costs import StepTimeCache, count_macs, count_params
+from nas.measure.hardware import fingerprint
 from nas.model import build
-from nas.objective import Reference
 from nas.search.trial import measure_costs, measure_reference, warn_if_other_hardware
-from nas.settings import SearchSettings
-from nas.space import SearchSpace
+from nas.spec.objective import Reference
+from nas.spec.settings import SearchSettings
+from nas.spec.space import SearchSpace
+from nas.training.data import load_dataset
 
 CPU = torch.device("cpu")
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import ray
 
-from nas.errors import ConfigError, RunError
-from nas.search.base import failure_reason
+from nas.search.failure import failure_reason
+from nas.spec.errors import ConfigError, RunError
 
 
 @dataclass(frozen=True)

@@ -22,13 +22,14 @@ import optuna
 from ray import tune
 from ray.tune.search import Searcher
 
-from nas.objective import Objective
-from nas.search.base import METRIC_KEYS, best_reward
-from nas.search.outcome import FAIL, INTERRUPTED, PRUNED, Outcome, conclude
+from nas.search.base import METRIC_KEYS
+from nas.search.failure import PRUNED, Outcome, worker_lost
+from nas.search.lifecycle import finish_trial
 from nas.search.progress import Progress
 from nas.search.raytune.trainable import NUMBER, RESUME_FROM, FixedParams
-from nas.search.study import RunStudy, count_finished, write_tables
-from nas.space import SearchSpace
+from nas.search.study import RunStudy
+from nas.spec.objective import Objective
+from nas.spec.space import SearchSpace
 
 KEPT_OUT = ("rs", "progress", "failures")  # live objects of this process: never pickled
 
@@ -104,11 +105,7 @@ class StudySearcher(Searcher):
         info = nas_info(result)
         if error:
             # never the candidate's fault (run_trial reports those as results) but its actor or node
-            attempt = int(trial.user_attrs.get("attempt", 1))
-            reason = f"its Ray worker or node died ({failures} tries)"
-            state = INTERRUPTED if attempt <= self.max_failures else FAIL
-            outcome = Outcome(state, {"arch": arch.to_string(), "reason": ("interrupted: " if state == INTERRUPTED
-                                                                           else "") + reason})
+            outcome = worker_lost(arch, failures, int(trial.user_attrs.get("attempt", 1)), self.max_failures)
         elif info.get("final"):
             outcome = Outcome.from_report(info["outcome"])
         else:  # ASHA stopped it after an epoch: its costs and accuracy so far are its row
@@ -119,10 +116,7 @@ class StudySearcher(Searcher):
                  "ray_failures": failures, "resumed_from_epoch": info.get("resumed_from_epoch", 0),
                  "started_at": info.get("started_at"), "ended_at": info.get("ended_at"),
                  "retry_of": trial.user_attrs.get("retry_of")}
-        row = conclude(self.rs, number, arch, outcome, self.objective, extra=extra)
-        rows = write_tables(self.rs.run, self.rs.study, self.objective)
-        if row is not None:
-            self.progress.update(count_finished(self.rs.trials()), row, best_reward(rows))
+        finish_trial(self.rs, number, arch, outcome, self.objective, self.progress, extra=extra)
 
     def abandon_running(self) -> None:
         """The driver stops (Ctrl-C, an error): fail its unfinished trials as interrupted now, so a

@@ -1,6 +1,6 @@
 """The trial as Ray Tune runs it, in an actor with its own CPU/GPU share.
 
-It is the one trial of every backend (`nas.search.outcome.attempt`), reporting the objective
+It is the one trial of every backend (`nas.search.lifecycle.attempt`), reporting the objective
 (`score`) every epoch for ASHA with a checkpoint of the training state, so a retry, by Tune
 after its actor or node died or by nas after the driver died (`resume_from`), resumes from the
 last epoch instead of starting over. The final report carries the classified outcome; the
@@ -23,12 +23,12 @@ import ray
 import torch
 from ray import tune
 
-from nas.data import Dataset
-from nas.measure import StepTimeCache
-from nas.objective import Objective
-from nas.search.outcome import attempt
+from nas.measure.costs import StepTimeCache
+from nas.search.lifecycle import attempt
 from nas.search.trial import Costs, measure_reference
-from nas.settings import SearchSettings
+from nas.spec.objective import Objective
+from nas.spec.settings import SearchSettings
+from nas.training.data import Dataset
 
 NUMBER = "number"  # config key: the trial's number in the study (trials/<n>/)
 RESUME_FROM = "resume_from"  # config key: checkpoint of an earlier attempt at the same architecture

@@ -1,0 +1,51 @@
+"""The backends behind one signature: a backend module (`nas.search.optuna_backend`,
+`nas.search.ray_backend`) provides the three functions of `Backend`, and `run_search` calls
+nothing else of it. Both keep their trials in the run's Optuna study and finish them through
+`nas.search.lifecycle.finish_trial`, so their run folders read the same
+(tests/search/test_backends.py runs one contract against both).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from nas.records.runs import RunDir
+from nas.spec.errors import ConfigError
+from nas.spec.settings import SearchSettings
+
+BACKENDS = ("optuna", "ray")
+
+
+class Backend(Protocol):
+    def connect(self, options: Any) -> None:
+        """Reach where the trials will run, before anything is written (fails fast)."""
+
+    def placement(self, run: RunDir, options: Any) -> dict[str, Any]:
+        """What config.yaml records about where the trials run (storage, cluster options)."""
+
+    def search(self, run: RunDir, settings: SearchSettings, budget: int, options: Any, *,
+               resume: bool = False, show_progress: bool = True) -> None:
+        """Run trials until the run holds `budget` finished ones."""
+
+
+@dataclass(frozen=True)
+class OptunaOptions:
+    """Where the Optuna backend's trials run: worker processes on this machine."""
+
+    workers: int = 1
+    storage: str | None = None  # an Optuna RDB URL; None: the run's journal file
+
+
+def load_backend(name: str) -> Backend:
+    """The backend module `name`; ray is imported there only, and may be missing."""
+    if name not in BACKENDS:
+        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, but got {name!r}")
+    try:
+        return importlib.import_module(f"nas.search.{name}_backend")  # type: ignore[return-value]
+    except ImportError as exc:
+        if (exc.name or "").startswith("nas"):
+            raise
+        raise ConfigError(f"--backend {name} needs Ray Tune, which cannot be imported here ({exc}); "
+                          f"install it with: pip install 'nas[ray]'") from None

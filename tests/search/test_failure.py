@@ -1,0 +1,69 @@
+"""One classifier for how a trial ended, for every backend; a poisoned worker stops and its trial
+runs again elsewhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+from nas.cli import main
+from nas.search import lifecycle
+from nas.search.failure import FAIL, INTERRUPTED, Outcome, classify_error
+from nas.spec.arch import Arch
+from nas.spec.errors import TrialError
+from nas.spec.space import SearchSpace
+from tests.search.test_optuna_backend import FAST, load_trials, read_rows
+
+ARCH: Arch = SearchSpace.load("tiny").reference
+CUDA_FAULT = "CUDA error: an illegal memory access was encountered"
+
+
+@pytest.mark.parametrize("error, state, poisoned", [
+    (TrialError("diverged: loss is nan at epoch 1"), FAIL, False),
+    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), FAIL, False),
+    (ValueError("a bug the candidate triggers"), FAIL, False),
+    (RuntimeError(CUDA_FAULT), INTERRUPTED, True),
+    (KeyboardInterrupt(), INTERRUPTED, False),
+])
+def test_each_way_a_trial_ends_is_classified_once(error: BaseException, state: str, poisoned: bool) -> None:
+    found = classify_error(error, ARCH, 1.5)
+    assert (found.state, found.poisoned) == (state, poisoned)
+    assert found.reason and found.attrs["arch"] == ARCH.to_string()
+    if state == INTERRUPTED:
+        assert found.reason.startswith("interrupted")  # not counted toward the budget
+
+
+def test_an_outcome_travels_as_plain_data() -> None:
+    sent = Outcome("COMPLETE", {"accuracy": 0.5, "arch": "x"}, history=[{"epoch": 1, "val_acc": 0.5}])
+    assert Outcome.from_report(sent.to_report()) == sent
+
+
+@pytest.mark.slow
+def test_a_poisoned_worker_stops_and_its_trial_runs_again_on_resume(workdir: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(workdir)
+    real, calls = lifecycle.train_candidate, []
+
+    def faulty_device(*args, **kwargs):  # the second trial meets a broken CUDA context
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError(CUDA_FAULT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lifecycle, "train_candidate", faulty_device)
+    assert main(["search", *FAST, "--budget", "3", "--name", "poison"]) == 2
+    assert "worker stopped" in capsys.readouterr().err
+    run = workdir / "runs" / "poison"
+    trials = load_trials(run)
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL,
+                                         optuna.trial.TrialState.WAITING]
+    assert trials[1].user_attrs["interrupted"] and trials[2].user_attrs["retry_of"] == 1
+
+    assert main(["search", *FAST, "--budget", "3", "--name", "poison", "--resume"]) == 0
+    trials = load_trials(run)
+    retry = next(t for t in trials if t.user_attrs.get("retry_of") == 1)
+    assert retry.state == optuna.trial.TrialState.COMPLETE and retry.params == trials[1].params
+    finished = [r for r in read_rows(run) if not r["reason"].startswith("interrupted")]
+    assert len(finished) == 3
