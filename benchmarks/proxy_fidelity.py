@@ -41,6 +41,7 @@ from typing import Any
 import torch
 
 from nas.measure.costs import StepTimeCache
+from nas.measure.device import resolve_device
 from nas.report.stats import kendall_tau, kendall_tau_interval, spearman
 from nas.search.trial import evaluate, prepare_candidate
 from nas.spec.arch import Arch
@@ -85,7 +86,7 @@ def training_key(arch: Arch, settings: SearchSettings, data: Dataset, cache: Ste
     """What decides a training's accuracy: the architecture, the proxy's settings and the network
     trained for it (a digest of its parameter shapes, so that records made before a change to how
     proxy networks are derived are not reused)."""
-    model = prepare_candidate(arch, settings, data, cache).model
+    model = prepare_candidate(arch, settings, data, resolve_device(settings.device), cache).model
     shapes = repr([(name, tuple(p.shape)) for name, p in model.named_parameters()])
     return json.dumps({"arch": arch.to_string(), "proxy": asdict(settings.proxy), "dataset": settings.dataset,
                        "seed": settings.seed, "network": hashlib.sha1(shapes.encode()).hexdigest()[:12],
@@ -112,7 +113,7 @@ def train(arch: Arch, settings: SearchSettings, data: Dataset, key: str, out: Pa
           cache: StepTimeCache) -> dict[str, Any]:
     """One `evaluate` of `arch` under `settings`, appended to `out` as it finishes."""
     start = time.perf_counter()
-    result = evaluate(arch, settings, data, cache=cache)
+    result = evaluate(arch, settings, data, resolve_device(settings.device), cache=cache)
     # training and cost measurement apart: only the training depends on the proxy
     record = {"key": key, "accuracy": result.accuracy, "seconds": time.perf_counter() - start,
               "train_seconds": result.train_seconds, "measure_seconds": result.measure_seconds,

@@ -48,7 +48,7 @@ def main() -> None:
         run = RunDir(Path(tmp) / "overhead")
         run.start({"budget": args.budget, **settings.to_dict()}, "", resume=False)
         start = time.perf_counter()
-        backend.search(run, settings, args.budget, OptunaOptions(), show_progress=False)
+        backend.search(run, settings, args.budget, OptunaOptions())
         wall = time.perf_counter() - start
         work = reference_seconds
         for metrics in sorted(run.path.glob("trials/*/metrics.json")):

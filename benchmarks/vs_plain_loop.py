@@ -175,7 +175,7 @@ def run_search(folder: Path, settings: SearchSettings, budget: int) -> tuple[Run
     run = RunDir(folder)
     run.start({"budget": budget, **settings.to_dict()}, "", resume=False)
     start = time.perf_counter()
-    backend.search(run, settings, budget, OptunaOptions(), show_progress=False)
+    backend.search(run, settings, budget, OptunaOptions())
     return run, time.perf_counter() - start
 
 

@@ -29,6 +29,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from nas.commands import command_module
 
     args = build_parser().parse_args(argv)
+    from nas.commands.output import show_log
+
+    show_log(quiet=getattr(args, "quiet", False))
     try:
         command_module(args.command).run(args)
     except NASError as exc:

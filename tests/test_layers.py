@@ -62,3 +62,22 @@ def test_a_torch_import_below_the_line_would_break_the_contract(tmp_path: Path) 
     done = lint_one({**no_torch, "source_modules": [*no_torch["source_modules"], "nas.measure.costs"]}, tmp_path)
     assert done.returncode != 0 and "0 kept, 1 broken" in done.stdout, done.stdout[-3000:] + done.stderr[-2000:]
     assert "nas.measure.costs -> torch" in done.stdout
+
+
+def test_only_the_command_line_prints() -> None:
+    # below nas.cli and nas.commands, notes go to the `nas` loggers and progress to a
+    # SearchProgress the caller passes: a library caller decides what is shown
+    import ast
+
+    offenders = []
+    for path in sorted((REPO / "nas").rglob("*.py")):
+        relative = path.relative_to(REPO / "nas")
+        if relative.parts[0] in ("commands", "cli.py", "__main__.py"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
+                offenders.append(f"{relative}:{node.lineno} print()")
+            if (isinstance(node, ast.Attribute) and node.attr in ("stdout", "stderr")
+                    and isinstance(node.value, ast.Name) and node.value.id == "sys"):
+                offenders.append(f"{relative}:{node.lineno} sys.{node.attr}")
+    assert offenders == []

@@ -65,6 +65,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from nas.commands.output import TerminalProgress
     from nas.commands.search import search_options
     from nas.reproduce.request import Request
     from nas.reproduce.run import run_reproduction
@@ -80,11 +81,11 @@ def run(args: argparse.Namespace) -> None:
         device=args.device,
         workers=args.workers, seed=args.seed, space=args.space, epochs=args.epochs, max_train=args.max_train,
         search_args=tuple(shlex.split(args.search_args)), allow_code_change=args.allow_code_change,
-        quiet=args.quiet,
     )
     try:
         report = run_reproduction(request, args.runs_dir, name,
-                                  search_options=search_options(request.search_args))
+                                  search_options=search_options(request.search_args),
+                                  progress=None if args.quiet else TerminalProgress())
     except (KeyboardInterrupt, SystemExit) as exc:
         if isinstance(exc, SystemExit) and exc.code != EXIT_INTERRUPTED:
             raise

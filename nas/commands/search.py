@@ -61,21 +61,18 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from nas.commands.output import TerminalProgress
     from nas.commands.show import show_run
     from nas.search.run import SearchJob, run_search
 
     job = SearchJob.from_options(args).named()
     try:
-        run = run_search(job, say=None if job.quiet else _say)
+        run = run_search(job, progress=None if args.quiet else TerminalProgress())
     except KeyboardInterrupt:
         print(f"\nnas: interrupted; finished trials are kept. Continue with: "
               f"nas search --name {job.name} --runs-dir {job.runs_dir} --resume", file=sys.stderr)
         raise SystemExit(EXIT_INTERRUPTED) from None
     show_run(run, top=5)
-
-
-def _say(line: str) -> None:
-    print(line, file=sys.stderr)
 
 
 def search_options(words: Sequence[str]) -> dict[str, Any]:
@@ -85,7 +82,9 @@ def search_options(words: Sequence[str]) -> dict[str, Any]:
     add_parser(_OneParser(parser))
     for action in parser._actions:  # an option not given leaves no attribute behind
         action.default = argparse.SUPPRESS
-    return vars(parser.parse_args(list(words)))
+    given = vars(parser.parse_args(list(words)))
+    given.pop("quiet", None)  # how much is shown is the caller's choice, not the search's
+    return given
 
 
 class _OneParser:

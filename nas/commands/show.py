@@ -18,8 +18,8 @@ def add_parser(sub: Any) -> None:
 
 
 def show_run(run: Any, top: int = 10) -> None:
+    from nas.commands.output import describe_row
     from nas.records.runs import best_row
-    from nas.search.progress import describe_row
 
     rows = run.read_results()
     config = run.config()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import logging
 import shlex
-import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,8 @@ import yaml
 from nas.records.runs import atomic_write
 from nas.reproduce.claims import TARGETS
 from nas.spec.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 REQUEST_FILE = "reproduce.yaml"
 
@@ -40,7 +42,6 @@ class Request:
     max_train: int | None = None
     search_args: tuple[str, ...] = ()  # more `nas search` options for both searches (e.g. --backend ray)
     allow_code_change: bool = False  # run from a dirty tree or another commit (nas.reproduce.provenance)
-    quiet: bool = False
 
     @property
     def space_name(self) -> str:
@@ -58,7 +59,7 @@ class Request:
         parts = ["nas", "reproduce", self.target]
         for item in fields(self):
             value = getattr(self, item.name)
-            if item.name in ("target", "quiet") or value == item.default:
+            if item.name == "target" or value == item.default:
                 continue
             flag = "--" + item.name.replace("_", "-")
             if isinstance(value, bool):  # a switch: the flag that turns the default around
@@ -110,7 +111,7 @@ def record_request(folder: Path, request: Request, runs_dir: str | Path) -> None
                     f"{value!r}; use the same settings or another --name"
                 )
     folder.mkdir(parents=True, exist_ok=True)
-    record = {k: v for k, v in vars(request).items() if k != "quiet"}
+    record = dict(vars(request))
     record["search_args"] = list(request.search_args)
     record["baseline_budget"] = request.baseline
     record.update(request.fingerprint())
@@ -118,6 +119,6 @@ def record_request(folder: Path, request: Request, runs_dir: str | Path) -> None
     atomic_write(path, yaml.safe_dump(record, sort_keys=False))
 
 
-def say(request: Request, line: str) -> None:
-    if not request.quiet:
-        print(line, file=sys.stderr, flush=True)
+def say(line: str) -> None:
+    """A reproduction's progress note (the `nas` loggers; `nas reproduce` shows them on stderr)."""
+    log.info(line)

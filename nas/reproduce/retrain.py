@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import multiprocessing
-import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -153,18 +152,20 @@ def retrain(folder: Path, request: Request, on_start: Callable[[], None] | None 
         rows.append(row)
         _write_retrain(folder, rows)
         label = f"trial {row['trial']}" if row["trial"] is not None else row["role"]
-        say(request, f"[retrain {index}/{len(jobs)}] {row['role']:<9} {label:<10} seed {row['seed']}  "
+        say(f"[retrain {index}/{len(jobs)}] {row['role']:<9} {label:<10} seed {row['seed']}  "
                       f"acc {fmt(row.get('accuracy'))}  step {fmt(row.get('step_ms'), 1)} ms  {row['seconds']:.0f} s"
                       + (f"  ({row['reason']})" if row.get("reason") else ""))
 
+    from nas.measure.device import set_threads
+
     workers = min(request.workers, len(jobs))
     if workers == 1:
-        _retrain_threads(1)
+        set_threads(1)
         for index, (cand, seed) in enumerate(jobs, 1):
             finished(index, retrain_one(cand, seed, settings))
         return rows
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_retrain_threads,
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=set_threads,
                              initargs=(workers,)) as pool:
         futures = [pool.submit(retrain_one, cand, seed, settings) for cand, seed in jobs]
         try:
@@ -181,12 +182,15 @@ def retrain_one(cand: Candidate, seed: int, settings: SearchSettings) -> dict[st
     go on); one that is not its fault (a CUDA error that poisons the process, Ctrl-C) is raised,
     as a search's trial would be interrupted: nothing is recorded, and the next run retrains it.
     `nas.search.failure.classify_error` tells the two apart for both."""
+    from nas.measure.costs import warm_up_process
+    from nas.measure.device import resolve_device
     from nas.search.failure import INTERRUPTED, classify_error
     from nas.search.trial import evaluate
     from nas.training.data import search_data
 
     dataset = search_data(settings)
-    _warm_up(settings, dataset)
+    device = resolve_device(settings.device)  # once per retraining, passed down
+    warm_up_process(device)  # the first timing of a process runs slow (allocator, kernels): spend it here
     split = "test" if dataset.test_x is not None else "val"
     if split == "test":  # trained on train, tested on images no search or selection saw
         dataset = dataset.test_as_val()
@@ -195,7 +199,7 @@ def retrain_one(cand: Candidate, seed: int, settings: SearchSettings) -> dict[st
                            "train_images": len(dataset.train_x), "arch": cand.arch, "split": split}
     try:
         # no step-time cache: measured afresh, in a warm process, for every seed
-        result = evaluate(Arch.from_string(cand.arch), replace(settings, seed=seed), dataset)
+        result = evaluate(Arch.from_string(cand.arch), replace(settings, seed=seed), dataset, device)
     except Exception as exc:
         outcome = classify_error(exc, Arch.from_string(cand.arch), time.perf_counter() - start)
         if outcome.state == INTERRUPTED:
@@ -206,28 +210,5 @@ def retrain_one(cand: Candidate, seed: int, settings: SearchSettings) -> dict[st
                    step_spread=result.step_spread, params=result.params, macs=result.macs, reason="")
     row["seconds"] = round(time.perf_counter() - start, 2)
     return row
-
-
-def _retrain_threads(workers: int) -> None:
-    """`nas search` gave torch all cores / workers threads; an explicit OMP_NUM_THREADS wins for the
-    retraining, since on a busy machine one thread ran a retraining in 8 s where two took 55 s."""
-    import torch
-
-    from nas.measure.device import set_threads
-
-    given = os.environ.get("OMP_NUM_THREADS", "")
-    if given.isdigit() and int(given) > 0:
-        torch.set_num_threads(int(given))
-    else:
-        set_threads(workers)
-
-
-def _warm_up(settings: SearchSettings, dataset: Any) -> None:
-    """The first step-time measurement of a process runs slow (allocator, kernels); spend it here,
-    once per process."""
-    from nas.measure.costs import warm_up_process
-    from nas.measure.device import resolve_device
-
-    warm_up_process(resolve_device(settings.device))
 
 

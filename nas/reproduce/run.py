@@ -25,17 +25,20 @@ from nas.reproduce.provenance import CodeState, check_code, finish_phase, instal
 from nas.reproduce.report import write_reproduction_report
 from nas.reproduce.request import Request, record_request, say
 from nas.reproduce.retrain import retrain
+from nas.search.progress import SearchProgress
 from nas.spec.errors import ConfigError
 from nas.spec.space import SearchSpace
 
 
 # -- running it ------------------------------------------------------------------------------
 def run_reproduction(request: Request, runs_dir: str | Path, name: str, code: CodeState | None = None,
-                     search_options: Mapping[str, Any] | None = None) -> Path:
+                     search_options: Mapping[str, Any] | None = None,
+                     progress: SearchProgress | None = None) -> Path:
     """Precondition, searches and baselines per seed, retraining and report; each part resumes
     from what is on disk. `code`: the code state to record per phase (default: this nas's
     checkout, `nas.reproduce.provenance`). `search_options`: `request.search_args` as `SearchJob`
-    fields (`nas.commands.search.search_options` parses them; the library reads no command lines)."""
+    fields (`nas.commands.search.search_options` parses them; the library reads no command lines);
+    `progress`: told of every search's trials (None: nothing shown)."""
     if request.target not in TARGETS:
         raise ConfigError(f"target must be one of {sorted(TARGETS)}, but got {request.target!r}")
     if request.search_args and search_options is None:
@@ -49,7 +52,7 @@ def run_reproduction(request: Request, runs_dir: str | Path, name: str, code: Co
         record_phase(folder, label, code, request.allow_code_change)
 
     runs = request.search_runs()
-    say(request, f"nas: reproduction {name} in {folder}: {request.target} ({request.space_name} space), "
+    say(f"nas: reproduction {name} in {folder}: {request.target} ({request.space_name} space), "
                   f"search budget {request.budget}, random baseline {request.baseline}, "
                   f"{len(runs)} search seed{'s' if len(runs) != 1 else ''}")
     if request.precondition_rounds > 0 and any(c.hardware for c in TARGETS[request.target].claims):
@@ -58,7 +61,7 @@ def run_reproduction(request: Request, runs_dir: str | Path, name: str, code: Co
     main = folder / runs[0].tpe
     # seed by seed, so an interrupted reproduction leaves whole TPE / random pairs behind it
     for index, pair in enumerate(runs, 1):
-        say(request, f"nas: search seed {pair.seed} ({index} of {len(runs)})")
+        say(f"nas: search seed {pair.seed} ({index} of {len(runs)})")
         jobs: list[tuple[str, int, str | None, str | None]] = [(pair.tpe, request.budget, None, None)]
         if request.baseline > 0:
             jobs.append((pair.random, request.baseline, "random", None))
@@ -71,7 +74,7 @@ def run_reproduction(request: Request, runs_dir: str | Path, name: str, code: Co
             if not _finished(folder / sub, budget):
                 phase(f"search {sub}")
             run_search(folder, sub, request, budget, sampler=sampler, seed=pair.seed, space=space,
-                       search_options=search_options)
+                       search_options=search_options, progress=progress)
             finish_phase(folder, f"search {sub}")
     retrain(folder, request, on_start=lambda: phase("retrain"))
     finish_phase(folder, "retrain")
@@ -92,20 +95,20 @@ def run_precondition(folder: Path, request: Request, on_measure: Callable[[], No
     hardware = fingerprint(device).to_dict()
     if (saved is not None and saved.hardware == hardware and saved.rounds >= request.precondition_rounds
             and saved.variants == VARIANTS):
-        say(request, f"nas: hardware precondition: reusing {folder / PRECONDITION_FILE}")
+        say(f"nas: hardware precondition: reusing {folder / PRECONDITION_FILE}")
         return saved
     if on_measure is not None:
         on_measure()
     space = SearchSpace.load(request.space_name)
     data = load_dataset(request.dataset, resolution=space.proxy.resolution, seed=request.seed)
     shape = space.measure.timing_shape(device.type, space.resolution, data.num_classes)
-    say(request, f"nas: hardware precondition: {space.reference.name or 'reference'} with no, the first "
+    say(f"nas: hardware precondition: {space.reference.name or 'reference'} with no, the first "
                   f"half, the first five or every stage fused (Table 3's rows); whole network at "
                   f"{shape.describe()}, {request.precondition_rounds} interleaved rounds")
 
     def progress(done: int, step_ms: dict[str, float]) -> None:
         times = "  ".join(f"{k} {v:.1f} ms" for k, v in step_ms.items())
-        say(request, f"[precondition {done}/{request.precondition_rounds}] {times}")
+        say(f"[precondition {done}/{request.precondition_rounds}] {times}")
 
     found = measure_precondition(space.reference, shape, device, space.measure.repeats(), space.resolution,
                                  rounds=request.precondition_rounds, on_round=progress)
@@ -113,7 +116,7 @@ def run_precondition(folder: Path, request: Request, on_measure: Callable[[], No
         found = replace(found, notes=[*found.notes, "re-measured: the earlier measurement was on other hardware"])
     save_precondition(folder, found)
     early, whole = found.ratio("early", "none"), found.ratio("all", "none")
-    say(request, f"nas: hardware precondition: fused early ÷ none {early.text()}; all ÷ none {whole.text()}")
+    say(f"nas: hardware precondition: fused early ÷ none {early.text()}; all ÷ none {whole.text()}")
     return found
 
 
@@ -142,7 +145,7 @@ def accuracy_only_space(folder: Path, request: Request) -> Path:
 
 def run_search(folder: Path, sub: str, request: Request, budget: int, sampler: str | None = None,
                seed: int | None = None, space: str | None = None,
-               search_options: Mapping[str, Any] | None = None) -> None:
+               search_options: Mapping[str, Any] | None = None, progress: SearchProgress | None = None) -> None:
     """The search into folder/sub (`nas.search.run`), resuming it if it exists; `space`: a space
     file instead of the target's; `search_options`: more `SearchJob` fields (--search-args)."""
     from nas.search.run import SearchJob, run_search
@@ -158,10 +161,9 @@ def run_search(folder: Path, sub: str, request: Request, budget: int, sampler: s
         # every random trial trained in full: the unbiased sample the findings are tested on (a
         # pruner would keep only the trials whose early accuracy beat the median)
         job = replace(job, pruner="none")
-    job = replace(job, resume=job.resume or (folder / sub / "config.yaml").is_file(),
-                  quiet=job.quiet or request.quiet)
-    say(request, f"nas: {sub}: {job.command_line()}")
-    run_search(job, say=None if job.quiet else (lambda line: say(request, line)))
+    job = replace(job, resume=job.resume or (folder / sub / "config.yaml").is_file())
+    say(f"nas: {sub}: {job.command_line()}")
+    run_search(job, progress)
 
 
 def _finished(run: Path, budget: int) -> bool:

@@ -15,6 +15,7 @@ Step 1 of compound scaling, the small grid search over (α, β, γ), is `search_
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -239,7 +240,7 @@ class CoefficientSearch:
 
 
 def search_coefficients(
-    job: CoefficientSearch, run: RunDir, log: Callable[[str], None] = print
+    job: CoefficientSearch, run: RunDir, log: Callable[[str], None] | None = None
 ) -> tuple[Coefficients, list[dict[str, Any]]]:
     """Train each candidate (the source scaled at φ = 1) with the proxy trainer; the most accurate wins.
 
@@ -254,9 +255,11 @@ def search_coefficients(
     from nas.search.lifecycle import attempt
     from nas.training.data import search_data
 
+    log = log or logging.getLogger(__name__).info
     settings = job.settings
     candidates = pick_candidates(coefficient_grid(job.step, tolerance=job.tolerance), job.budget)
-    cache = current_table(fingerprint(resolve_device(settings.device))).cache()  # this machine's table
+    device = resolve_device(settings.device)
+    cache = current_table(fingerprint(device)).cache()  # this machine's table
     rows: list[dict[str, Any]] = []
     for number, c in enumerate(candidates):
         arch = scale(job.source, width=c.beta, depth=c.alpha,
@@ -267,7 +270,7 @@ def search_coefficients(
         trial_settings = settings.with_overrides(resolution=proxy_resolution)
         data = search_data(trial_settings)
         # the same trial as a search's: measured, trained and classified by nas.search.failure
-        outcome = attempt(arch, trial_settings, data, cache)
+        outcome = attempt(arch, trial_settings, data, device, cache)
         if outcome.state == INTERRUPTED:
             raise outcome.error if outcome.error is not None else KeyboardInterrupt
         row: dict[str, Any] = {"number": number, **outcome.attrs, "arch": arch.to_string(), **c.to_dict(),

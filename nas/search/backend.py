@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from nas.records.runs import RunDir
+from nas.search.progress import SearchProgress
 from nas.spec.errors import ConfigError
 from nas.spec.settings import SearchSettings
 
@@ -26,7 +27,7 @@ class Backend(Protocol):
         """What config.yaml records about where the trials run (storage, cluster options)."""
 
     def search(self, run: RunDir, settings: SearchSettings, budget: int, options: Any, *,
-               resume: bool = False, show_progress: bool = True) -> None:
+               resume: bool = False, progress: SearchProgress | None = None) -> None:
         """Run trials until the run holds `budget` finished ones."""
 
 

@@ -16,12 +16,13 @@ import time
 from typing import Any
 
 import optuna
+import torch
 from optuna.trial import TrialState
 
 from nas.measure.costs import StepTimeCache
 from nas.search.base import best_reward, record_trial, result_attrs
 from nas.search.failure import COMPLETE, FAIL, INTERRUPTED, PRUNED, Outcome, classify_error
-from nas.search.progress import Progress
+from nas.search.progress import SearchProgress
 from nas.search.study import RunStudy, count_finished, write_tables
 from nas.search.trial import Costs, prepare_candidate, train_candidate
 from nas.spec.arch import Arch
@@ -33,7 +34,8 @@ from nas.training.proxy import EpochCallback, StateCallback
 log = logging.getLogger(__name__)
 
 
-def attempt(arch: Arch, settings: SearchSettings, data: Dataset, cache: StepTimeCache | None = None,
+def attempt(arch: Arch, settings: SearchSettings, data: Dataset, device: torch.device,
+            cache: StepTimeCache | None = None,
             on_epoch: EpochCallback | None = None, *, resume: dict[str, Any] | None = None,
             on_state: StateCallback | None = None, on_costs: Any = None) -> Outcome:
     """Measure and proxy-train one candidate; every way it can end becomes an Outcome.
@@ -43,7 +45,7 @@ def attempt(arch: Arch, settings: SearchSettings, data: Dataset, cache: StepTime
     """
     start = time.perf_counter()
     try:
-        candidate = prepare_candidate(arch, settings, data, cache)
+        candidate = prepare_candidate(arch, settings, data, device, cache)
         costs: Costs = candidate.costs
         if on_costs is not None:
             on_costs(costs)
@@ -95,12 +97,12 @@ def conclude(rs: RunStudy, number: int, arch: Arch, outcome: Outcome, objective:
 
 
 def finish_trial(rs: RunStudy, number: int, arch: Arch, outcome: Outcome, objective: Objective,
-                 progress: Progress, extra: dict[str, Any] | None = None) -> dict[str, Any] | None:
+                 progress: SearchProgress, extra: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """The end of every search trial: conclude it, rewrite the run's tables, report progress;
     returns its row (None when nothing was counted, as `conclude`)."""
     row = conclude(rs, number, arch, outcome, objective, extra=extra)
     rows = write_tables(rs.run, rs.study, objective)
     if row is not None:
-        progress.update(count_finished(rs.trials()), row, best_reward(rows))
+        progress.trial(count_finished(rs.trials()), row, best_reward(rows))
     return row
 

@@ -9,20 +9,21 @@ again by whichever worker claims next, which is also what `--resume` relies on.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
-import sys
 import time
 from typing import Any
 
 import optuna
+import torch
 
 from nas.measure.costs import StepTimeCache
-from nas.measure.device import set_threads
+from nas.measure.device import resolve_device, set_threads
 from nas.records.runs import RunDir
 from nas.search.backend import OptunaOptions
 from nas.search.failure import INTERRUPTED
 from nas.search.lifecycle import attempt, finish_trial
-from nas.search.progress import Progress
+from nas.search.progress import NoProgress, SearchProgress
 from nas.search.run_table import open_run_table
 from nas.search.study import RunStudy, count_finished
 from nas.spec.errors import RunError
@@ -30,27 +31,31 @@ from nas.spec.objective import Objective
 from nas.spec.settings import SearchSettings
 from nas.training.data import Dataset, search_data
 
+log = logging.getLogger(__name__)
+
 
 class OptunaSearch:
     """One worker process of a search; several may run on one run directory at once."""
 
     def __init__(self, run: RunDir, settings: SearchSettings, budget: int, storage_url: str | None = None,
-                 worker: int = 0, show_progress: bool = True) -> None:
+                 worker: int = 0, progress: SearchProgress | None = None) -> None:
         self.run = run
         self.settings = settings
         self.budget = budget
         self.storage_url = storage_url
         self.worker = worker
-        self.show_progress = show_progress
+        self.progress = progress or NoProgress()
 
     def run_worker(self) -> int:
         """Run trials until the run's budget is met; returns how many this worker ran."""
         settings = self.settings
         data = search_data(settings)
-        cache, reference = open_run_table(self.run, settings, data)
+        device = resolve_device(settings.device)  # once per worker process, passed down
+        cache, reference = open_run_table(self.run, settings, data, device)
         objective = Objective(settings.space.objective, reference)
         rs = RunStudy.open(self.run, settings, objective, self.storage_url, seed_offset=self.worker)
-        progress = Progress(self.budget, count_finished(rs.trials()), self.show_progress)
+        progress = self.progress
+        progress.start(self.budget, count_finished(rs.trials()))
         reference_params = settings.space.params_for(settings.space.reference)
         ran = 0
         try:
@@ -63,7 +68,7 @@ class OptunaSearch:
                     time.sleep(rs.timing.interval / 2)
                     continue
                 ran += 1
-                reason = self.run_trial(rs, trial, data, cache, objective, progress)
+                reason = self.run_trial(rs, trial, data, device, cache, objective, progress)
                 if reason:  # this process cannot run trials any more; the trial is queued again
                     raise RunError(f"worker stopped: {reason}; continue with --resume (here or on another machine)")
         finally:
@@ -71,8 +76,8 @@ class OptunaSearch:
             rs.close()
         return ran
 
-    def run_trial(self, rs: RunStudy, trial: optuna.Trial, data: Dataset, cache: StepTimeCache,
-                  objective: Objective, progress: Progress) -> str | None:
+    def run_trial(self, rs: RunStudy, trial: optuna.Trial, data: Dataset, device: torch.device, cache: StepTimeCache,
+                  objective: Objective, progress: SearchProgress) -> str | None:
         """Run one claimed trial; the reason when this worker must stop (its device failed)."""
         arch = self.settings.space.sample(trial)
         trial.set_user_attr("arch", arch.to_string())
@@ -91,7 +96,7 @@ class OptunaSearch:
                                           costs.ref_step.median_ms)[0], epoch)
             return not trial.should_prune()
 
-        outcome = attempt(arch, self.settings, data, cache, on_epoch, on_costs=keep_costs)
+        outcome = attempt(arch, self.settings, data, device, cache, on_epoch, on_costs=keep_costs)
         finish_trial(rs, trial.number, arch, outcome, objective, progress)
         if outcome.state == INTERRUPTED and isinstance(outcome.error, KeyboardInterrupt):
             raise outcome.error
@@ -104,7 +109,7 @@ def _worker_main(run_path: str, settings: SearchSettings, budget: int, storage_u
     import torch
 
     torch.set_num_threads(threads)
-    OptunaSearch(RunDir(run_path), settings, budget, storage_url, worker, show_progress=False).run_worker()
+    OptunaSearch(RunDir(run_path), settings, budget, storage_url, worker).run_worker()
 
 
 def connect(options: OptunaOptions) -> None:
@@ -116,7 +121,7 @@ def placement(run: RunDir, options: OptunaOptions) -> dict[str, Any]:
 
 
 def search(run: RunDir, settings: SearchSettings, budget: int, options: OptunaOptions, *,
-           resume: bool = False, show_progress: bool = True) -> None:
+           resume: bool = False, progress: SearchProgress | None = None) -> None:
     """Run the search to its budget with `options.workers` processes (this one included); a
     run's study resumes by itself, so `resume` changes nothing here."""
     workers, storage_url = options.workers, options.storage
@@ -132,10 +137,10 @@ def search(run: RunDir, settings: SearchSettings, budget: int, options: OptunaOp
         child.start()
         children.append(child)
     try:
-        OptunaSearch(run, settings, budget, storage_url, 0, show_progress).run_worker()
+        OptunaSearch(run, settings, budget, storage_url, 0, progress).run_worker()
     finally:
         for child in children:
             child.join()
     failed = [c.exitcode for c in children if c.exitcode not in (0, None)]
     if failed:
-        print(f"nas: warning: {len(failed)} worker process(es) exited with errors {failed}", file=sys.stderr)
+        log.warning("%d worker process(es) exited with errors %s", len(failed), failed)

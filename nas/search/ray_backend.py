@@ -30,7 +30,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from nas.records.runs import RunDir
 from nas.search.failure import failure_reason
-from nas.search.progress import Progress
+from nas.search.progress import NoProgress, SearchProgress
 from nas.search.raytune.cluster import RayOptions, capacity, check_fits, connect  # noqa: F401 (entry points)
 from nas.search.raytune.searcher import FailureCounter, StudySearcher, trial_dirname
 from nas.search.raytune.trainable import NUMBER, TrialJob, measure_reference_remotely, run_trial  # noqa: F401
@@ -93,7 +93,7 @@ def _tuner(trainable: object, searcher: StudySearcher, failures: FailureCounter,
 
 
 def search(run: RunDir, settings: SearchSettings, budget: int, options: RayOptions, *, resume: bool = False,
-           show_progress: bool = True) -> None:
+           progress: SearchProgress | None = None) -> None:
     """Run the search to its budget on the cluster `connect` joined; returns when it is met.
 
     `resume` needs nothing of its own: the run's study says what is finished, running or queued.
@@ -111,7 +111,8 @@ def search(run: RunDir, settings: SearchSettings, budget: int, options: RayOptio
         objective = Objective(settings.space.objective, _reference(run, settings, data, options, cache_name))
         # ASHA prunes here; the study's own pruner stays idle
         rs = RunStudy.open(run, settings, objective, pruner=optuna.pruners.NopPruner())
-        progress = Progress(budget, count_finished(rs.trials()), show_progress)
+        progress = progress or NoProgress()
+        progress.start(budget, count_finished(rs.trials()))
         try:
             if rs.budget_met(budget):
                 write_tables(run, rs.study, objective)

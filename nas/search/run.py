@@ -8,18 +8,20 @@ left None comes from the resumed run's saved settings, else from the defaults.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from nas.records.runs import RunDir, default_name
 from nas.search.backend import OptunaOptions, load_backend
+from nas.search.progress import SearchProgress
 from nas.spec.errors import ConfigError
 from nas.spec.settings import SearchSettings
 
 DEFAULT_BUDGET = 200
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,6 @@ class SearchJob:
     val_fraction: float | None = None
     test_fraction: float | None = None
     cache_dir: str | None = None  # this machine's step-time table (nas.measure.step_table)
-    quiet: bool = False
     backend: str | None = None  # optuna (default) or ray
     address: str | None = None
     cpus_per_trial: float | None = None
@@ -79,14 +80,11 @@ class SearchJob:
         return " ".join(words)
 
 
-Say = Callable[[str], None]
-
-
-def run_search(job: SearchJob, say: Say | None = None) -> RunDir:
+def run_search(job: SearchJob, progress: SearchProgress | None = None) -> RunDir:
     """Run (or resume) `job` to its budget; returns its run folder. Everything that can be
     checked (names, backend, settings, data, device, cluster) is checked before anything is
-    written. `say` receives one-line notes (None: silent); progress goes to stderr unless quiet.
-    Ctrl-C propagates as KeyboardInterrupt after finished trials are saved."""
+    written. `progress` is told of every finished trial (None: nothing is shown); notes go to
+    the `nas` loggers. Ctrl-C propagates as KeyboardInterrupt after finished trials are saved."""
     if job.cache_dir:  # for this process and every worker it starts (they inherit the environment)
         from nas.measure.step_table import CACHE_ENV
 
@@ -129,11 +127,10 @@ def run_search(job: SearchJob, say: Say | None = None) -> RunDir:
     config.update(backend.placement(run, options))
     run.start(config, text, resume=job.resume)
 
-    if say is not None:
-        where = f", Ray at {ray_options.address or 'a local Ray'}" if ray_options is not None else ""
-        say(f"nas: run {run.name} in {run.path} ({settings.space.name} space, budget {budget}, "
-            f"dataset {settings.dataset}{where})")
-    backend.search(run, settings, budget, options, resume=job.resume, show_progress=not job.quiet)
+    where = f", Ray at {ray_options.address or 'a local Ray'}" if ray_options is not None else ""
+    log.info(f"nas: run {run.name} in {run.path} ({settings.space.name} space, budget {budget}, "
+             f"dataset {settings.dataset}{where})")
+    backend.search(run, settings, budget, options, resume=job.resume, progress=progress)
     return run
 
 

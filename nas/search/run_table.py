@@ -7,8 +7,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import torch
+
 from nas.measure.costs import StepTimeCache
-from nas.measure.device import resolve_device
 from nas.measure.hardware import fingerprint
 from nas.measure.step_cost import retime_reference
 from nas.measure.step_table import Drift, StepTable, current_table, next_generation, pinned_table, write_record
@@ -25,11 +26,10 @@ log = logging.getLogger(__name__)
 LEGACY_TABLE = "step_times.json"
 
 
-def open_run_table(run: RunDir, settings: SearchSettings, data: Dataset,
+def open_run_table(run: RunDir, settings: SearchSettings, data: Dataset, device: torch.device,
                    root: Path | None = None) -> tuple[StepTimeCache, Reference]:
     """The run's step-time table and its reward normalisers, measured once per run and read back
     by every other process and on resume. `root`: the cache folder (default `nas.measure.step_table.cache_dir`)."""
-    device = resolve_device(settings.device)
     hardware = fingerprint(device)
     chosen: list[StepTimeCache] = []
 
@@ -37,9 +37,9 @@ def open_run_table(run: RunDir, settings: SearchSettings, data: Dataset,
         table = current_table(hardware, root)
         drift, replaced = None, None
         if settings.space.objective.uses_step_time:
-            table, drift, replaced = _check_reference(settings, data, table)
+            table, drift, replaced = _check_reference(settings, data, table, device)
         chosen.append(table.cache())
-        reference = measure_reference(settings, data, chosen[0])
+        reference = measure_reference(settings, data, device, chosen[0])
         write_record(run.path, table, drift, replaced)  # before reference.json: every reader finds it
         return reference
 
@@ -56,11 +56,10 @@ def _pinned_cache(run: RunDir, hardware, root: Path | None) -> StepTimeCache:
     return current_table(hardware, root).cache()  # a process on other hardware: its own machine's table
 
 
-def _check_reference(settings: SearchSettings, data: Dataset,
-                     table: StepTable) -> tuple[StepTable, Drift | None, StepTable | None]:
+def _check_reference(settings: SearchSettings, data: Dataset, table: StepTable,
+                     device: torch.device) -> tuple[StepTable, Drift | None, StepTable | None]:
     """Re-time the reference; beyond the tolerance, say so and move to the next generation, so the
     run never mixes the old table's parts with parts timed on the machine as it is now."""
-    device = resolve_device(settings.device)
     shape = settings.timing_shape(device, data.num_classes)
     cache = table.cache()
     fresh, drift = retime_reference(settings.space.reference, shape, device, settings.measure.repeats(),

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from nas.measure.costs import StepTime, StepTimeCache, network_size
-from nas.measure.device import device_name, resolve_device
+from nas.measure.device import device_name
 from nas.measure.hardware import Hardware, fingerprint
 from nas.measure.step_cost import step_cost
 from nas.model import build
@@ -102,11 +102,10 @@ class Candidate:
     device: torch.device
 
 
-def prepare_candidate(arch: Arch, settings: SearchSettings, data: Dataset,
+def prepare_candidate(arch: Arch, settings: SearchSettings, data: Dataset, device: torch.device,
                       cache: StepTimeCache | None = None) -> Candidate:
-    """Build the proxy network of a full-size architecture (seeded weights) and measure the
-    full-size costs."""
-    device = resolve_device(settings.device)
+    """Build the proxy network of a full-size architecture (seeded weights) on `device` (the
+    process resolves `settings.device` once) and measure the full-size costs."""
     torch.manual_seed(settings.seed)  # the same architecture starts from the same weights
     model = build(settings.space.proxy_arch(arch), num_classes=data.num_classes, in_channels=data.in_channels)
     return Candidate(arch, model, measure_costs(arch, settings, data, device, cache), device)
@@ -150,17 +149,18 @@ def evaluate(
     arch: Arch,
     settings: SearchSettings,
     data: Dataset,
+    device: torch.device,
     on_epoch: EpochCallback | None = None,
     cache: StepTimeCache | None = None,
 ) -> TrialResult:
-    """Proxy-evaluate one full-size architecture. Raises TrialError on divergence."""
-    return train_candidate(prepare_candidate(arch, settings, data, cache), settings, data, on_epoch)
+    """Proxy-evaluate one full-size architecture on `device`. Raises TrialError on divergence."""
+    return train_candidate(prepare_candidate(arch, settings, data, device, cache), settings, data, on_epoch)
 
 
-def measure_reference(settings: SearchSettings, data: Dataset, cache: StepTimeCache | None = None) -> Reference:
+def measure_reference(settings: SearchSettings, data: Dataset, device: torch.device,
+                      cache: StepTimeCache | None = None) -> Reference:
     """The reward's normalisers: the space's reference at full size, S_ref timed like every
     candidate, with the hardware fingerprint and timing shape it was measured at."""
-    device = resolve_device(settings.device)
     costs = measure_costs(settings.space.reference, settings, data, device, cache)
     return Reference(step_ms=costs.ref_step.median_ms, params=costs.params, macs=costs.macs,
                      hardware=costs.hardware.to_dict(),

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
+import logging
 import math
 import os
 import sys
@@ -291,7 +292,7 @@ def train(arch: Arch, config: TrainConfig, out: Path, *, resume: bool = False,
 
 def _train(arch: Arch, config: TrainConfig, out: Path, *, resume: bool,
            log: Callable[[str], None] | None) -> dict[str, Any]:
-    log = log or (lambda line: print(line, file=sys.stderr))
+    log = log or logging.getLogger(__name__).info
     config = config.resolved(arch)
     out = Path(out)
     start_wall = time.perf_counter()

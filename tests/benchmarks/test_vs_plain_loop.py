@@ -44,7 +44,8 @@ def test_plain_loop_matches_nas_trial(bench, tmp_path: Path) -> None:
                         seed=settings.seed)
     arch = settings.space.reference
     cache = StepTimeCache(tmp_path / "step_times.json")
-    result = evaluate(arch, settings, data, cache=cache)  # fills the table for arch and the reference
+    # fills the table for arch and the reference
+    result = evaluate(arch, settings, data, torch.device("cpu"), cache=cache)
     accuracies, steps = bench.plain_run([arch.to_string()], settings, data, cache.path)
     assert accuracies == [result.accuracy]
     assert steps == [result.step_ms]

@@ -125,7 +125,7 @@ def test_each_stretch_of_work_records_its_time(checkout: Path, tmp_path: Path) -
 
 def test_a_reproduction_from_a_dirty_tree_writes_nothing(checkout: Path, tmp_path: Path) -> None:
     (checkout / "search_spaces" / "v2.yaml").write_text("name: changed\n")
-    request = Request("v2s", budget=2, space="tiny", dataset="digits", quiet=True)
+    request = Request("v2s", budget=2, space="tiny", dataset="digits")
     with pytest.raises(ConfigError, match="uncommitted changes"):
         run_reproduction(request, tmp_path / "runs", "repro", code=code_state(checkout))
     assert not (tmp_path / "runs").exists()

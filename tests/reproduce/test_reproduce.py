@@ -545,6 +545,7 @@ def test_a_macs_reproduction_times_no_step_and_quotes_none(tmp_path: Path) -> No
 ])
 def test_a_retraining_fails_only_for_the_candidates_own_reasons(monkeypatch: pytest.MonkeyPatch, error: Exception,
                                                                 recorded: str | None) -> None:
+    import nas.measure.costs as costs_module
     import nas.reproduce.retrain as retrain_module
     import nas.search.trial as trial_module
     from nas.spec.settings import SearchSettings
@@ -553,7 +554,7 @@ def test_a_retraining_fails_only_for_the_candidates_own_reasons(monkeypatch: pyt
         raise error  # a fault injected on purpose
 
     monkeypatch.setattr(trial_module, "evaluate", broken)
-    monkeypatch.setattr(retrain_module, "_warm_up", lambda settings, dataset: None)
+    monkeypatch.setattr(costs_module, "warm_up_process", lambda device: None)
     settings = SearchSettings(space=SearchSpace.load("tiny"), dataset="digits", test_fraction=0.2)
     cand = Candidate("found", 3, SearchSpace.load("tiny").reference.to_string(), 0.9, 0.9, (0,))
     if recorded is None:  # not the candidate's fault: raised, so nothing is recorded and a re-run retrains it

@@ -327,7 +327,7 @@ def test_searcher_tells_the_study_pruned_failed_and_interrupted(tmp_path: Path) 
     import optuna
 
     from nas.records.runs import RunDir
-    from nas.search.progress import Progress
+    from nas.search.progress import NoProgress
     from nas.search.raytune.searcher import FailureCounter, StudySearcher
     from nas.search.raytune.trainable import NUMBER
     from nas.search.study import STUDY_NAME, RunStudy, count_finished, open_storage
@@ -341,7 +341,7 @@ def test_searcher_tells_the_study_pruned_failed_and_interrupted(tmp_path: Path) 
     (run.path / "trials").mkdir(parents=True)
     objective = Objective(space.objective, Reference(step_ms=1.0, params=1000, macs=1000))
     rs = RunStudy.open(run, settings, objective, pruner=optuna.pruners.NopPruner())
-    searcher = StudySearcher(rs, space, objective, budget=4, progress=Progress(4, 0, enabled=False),
+    searcher = StudySearcher(rs, space, objective, budget=4, progress=NoProgress(),
                              failures=FailureCounter(), experiment_path=str(tmp_path / "ray"), max_failures=1)
     configs = {tid: searcher.suggest(tid) for tid in ("a", "b", "c", "d")}
     assert [c[NUMBER] for c in configs.values()] == [0, 1, 2, 3]

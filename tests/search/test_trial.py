@@ -34,7 +34,7 @@ def test_costs_are_the_full_size_candidates(tmp_path) -> None:
     assert costs.macs == count_macs(full, settings.space.resolution, data.in_channels)
     assert costs.step.median_ms > 0 and costs.ref_step.median_ms > 0
     assert costs.hardware == fingerprint(CPU)
-    ref = measure_reference(settings, data, StepTimeCache(tmp_path / "steps.json"))
+    ref = measure_reference(settings, data, CPU, StepTimeCache(tmp_path / "steps.json"))
     assert ref.step_ms == costs.ref_step.median_ms  # the same table entries, read back
     assert ref.hardware == fingerprint(CPU).to_dict() and "batch 8" in ref.shape
 
@@ -42,7 +42,7 @@ def test_costs_are_the_full_size_candidates(tmp_path) -> None:
 def test_other_hardware_times_its_own_reference_and_says_so(tmp_path, caplog) -> None:
     settings, data = _setup()
     cache = StepTimeCache(tmp_path / "steps.json")
-    here = measure_reference(settings, data, cache)
+    here = measure_reference(settings, data, CPU, cache)
     entries = len(cache)
     threads = torch.get_num_threads()
     torch.set_num_threads(threads + 1)  # another thread count is other hardware
@@ -74,5 +74,5 @@ def test_a_macs_objective_times_no_step(tmp_path) -> None:
     assert costs.macs == count_macs(full, settings.space.resolution, data.in_channels)
     assert math.isnan(costs.step.median_ms) and math.isnan(costs.ref_step.median_ms)
     assert len(cache) == 0  # nothing was timed
-    ref = measure_reference(settings, data, cache)
+    ref = measure_reference(settings, data, CPU, cache)
     assert math.isnan(ref.step_ms) and ref.macs > 0

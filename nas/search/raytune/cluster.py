@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +11,8 @@ import ray
 
 from nas.search.failure import failure_reason
 from nas.spec.errors import ConfigError, RunError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -88,9 +89,9 @@ def connect(options: RayOptions) -> None:
         raise
     hosts = {n.get("NodeManagerHostname") for n in ray.nodes() if n.get("Alive")}
     if len(hosts) > 1 and options.storage is None:
-        print(f"nas: note: the cluster spans {len(hosts)} machines and no --storage was given: trial checkpoints "
-              f"stay on the machine that wrote them, so a trial retried on another one starts over "
-              f"(give a path all nodes share, or s3://...)", file=sys.stderr)
+        log.warning(f"the cluster spans {len(hosts)} machines and no --storage was given: trial checkpoints "
+                    f"stay on the machine that wrote them, so a trial retried on another one starts over "
+                    f"(give a path all nodes share, or s3://...)")
 
 
 def check_fits(options: RayOptions) -> None:

@@ -25,7 +25,7 @@ from ray.tune.search import Searcher
 from nas.search.base import METRIC_KEYS
 from nas.search.failure import PRUNED, Outcome, worker_lost
 from nas.search.lifecycle import finish_trial
-from nas.search.progress import Progress
+from nas.search.progress import SearchProgress
 from nas.search.raytune.trainable import NUMBER, RESUME_FROM, FixedParams
 from nas.search.study import RunStudy
 from nas.spec.objective import Objective
@@ -50,7 +50,7 @@ class FailureCounter(tune.Callback):
 class StudySearcher(Searcher):
     """Suggests the study's next trial and tells the study how each ended (driver side)."""
 
-    def __init__(self, rs: RunStudy, space: SearchSpace, objective: Objective, budget: int, progress: Progress,
+    def __init__(self, rs: RunStudy, space: SearchSpace, objective: Objective, budget: int, progress: SearchProgress,
                  failures: FailureCounter, experiment_path: str, max_failures: int) -> None:
         single = objective.spec.kind != "pareto"
         super().__init__(metric="score" if single else "accuracy", mode="max")

@@ -24,6 +24,7 @@ import torch
 from ray import tune
 
 from nas.measure.costs import StepTimeCache
+from nas.measure.device import resolve_device
 from nas.search.lifecycle import attempt
 from nas.search.trial import Costs, measure_reference
 from nas.spec.objective import Objective
@@ -147,8 +148,8 @@ def run_trial(config: dict[str, Any], data: Dataset | None = None, job: TrialJob
         metrics = tune_metrics(objective, accuracy, c.step.median_ms, c.params, c.macs, c.ref_step.median_ms)
         _report(metrics, info, {"epochs": epoch, "written_by": where}, state=state)
 
-    outcome = attempt(arch, settings, data, node_cache(job.cache_name), resume=resume, on_state=on_state,
-                      on_costs=keep_costs)
+    outcome = attempt(arch, settings, data, resolve_device(settings.device), node_cache(job.cache_name),
+                      resume=resume, on_state=on_state, on_costs=keep_costs)
     if outcome.poisoned and outcome.error is not None:
         raise outcome.error  # this actor's device is broken: Tune retries the trial in a fresh actor
     attrs = outcome.attrs
@@ -166,4 +167,4 @@ def measure_reference_remotely(settings: SearchSettings, data: Dataset, cache_na
                                threads: int) -> dict[str, Any]:
     """The run's reference, measured on a trial-sized share of the cluster (a Ray task)."""
     torch.set_num_threads(threads)
-    return measure_reference(settings, data, node_cache(cache_name)).to_dict()
+    return measure_reference(settings, data, resolve_device(settings.device), node_cache(cache_name)).to_dict()

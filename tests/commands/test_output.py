@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from nas.search.progress import describe_row
+from nas.commands.output import describe_row
 
 ROW = {"number": 7, "state": "COMPLETE", "accuracy": 0.9, "params": 5_300_000, "macs": 390_000_000,
        "reward": 0.93, "seconds": 4.2}
