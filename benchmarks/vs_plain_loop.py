@@ -18,7 +18,7 @@ same table with `nas.measure.step_cost.step_cost` (a lookup, as a user's loop wi
 do). Parts timed during a timed search (table misses) are counted and printed.
 
 On CUDA the plain loop is what one would write for a GPU: data on the device, bf16 autocast
-(as nas picks by `nas.measure.device.precision`), channels_last, cuDNN's defaults.
+(as nas picks by `nas.measure.precision.precision`), channels_last, cuDNN's defaults.
 
 Rounds interleave search, plain, search, plain, ...; per round the two wall times and their
 ratio are printed, then the median ratio (target <= 1.05) and how closely the plain loop's
@@ -99,7 +99,7 @@ def autocast(device: torch.device):
     """bf16/fp16 autocast on CUDA in the precision nas picks; nothing on the CPU."""
     from contextlib import nullcontext
 
-    from nas.measure.device import precision
+    from nas.measure.precision import precision
 
     dtype = precision(device).autocast
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()

@@ -15,9 +15,11 @@ import pytest
 import torch
 
 from nas.measure.costs import Repeats, measure_step_time
-from nas.measure.device import device_name, precision, prepare, to_device, train_step
+from nas.measure.device import device_name
 from nas.measure.device_gate import exclusive_device
 from nas.measure.hardware import fingerprint
+from nas.measure.precision import precision
+from nas.measure.step import prepare, to_device, train_step
 from nas.model import build
 from nas.spec.space import SearchSpace
 from nas.training.data import load_dataset
@@ -134,7 +136,7 @@ def test_gate_waits_for_another_process_kernels_on_one_gpu(gpu, private_gate) ->
 # os._exit: a poisoned CUDA context may fail again while the interpreter tears it down
 _FAIL = """
 import os, sys, torch
-from nas.measure.device import poisons_process
+from nas.search.failure import poisons_process
 try:
     {action}
     torch.cuda.synchronize()

@@ -15,7 +15,7 @@ Figures (benchmarks/gpu/check.sh runs this after `pytest -m cuda`):
 - fidelity:  benchmarks/cost_fidelity.py on this device (Spearman of S vs whole steps, >= 30
              candidates; the reference's S against its whole step);
 - libraries: our EfficientNetV2-S training step vs torchvision `efficientnet_v2_s` and timm
-             `tf_efficientnetv2_s`: same step function (nas.measure.device.train_step: optimizer, precision,
+             `tf_efficientnetv2_s`: same step function (nas.measure.step.train_step: optimizer, precision,
              memory format), batch and resolution; img/s of each and ours / theirs (goal >= 1.0);
 - gate:      one candidate's step time alone vs while another trial trains on the same device
              (with the gate: goal within 10%; without it, for comparison), and what the gate costs
@@ -217,7 +217,7 @@ def _library_models() -> Iterator[tuple[str, Callable[[], nn.Module] | None, str
 
 def check_libraries(device: torch.device, batch: int, resolution: int) -> None:
     from nas.measure.costs import count_params
-    from nas.measure.device import precision
+    from nas.measure.precision import precision
     from nas.model import build
     from nas.spec.resources import load_arch
 
@@ -422,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _check(args: argparse.Namespace, only: list[str]) -> int:
 
-    from nas.measure.device import device_name, precision, resolve_device, set_threads
+    from nas.measure.device import device_name, resolve_device, set_threads
+    from nas.measure.precision import precision
 
     device = resolve_device(args.device)
     if device.type == "cpu":

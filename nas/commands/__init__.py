@@ -1,4 +1,6 @@
-"""One module per `nas` command, each with `add_parser(subparsers)` and `run(args)`.
+"""One module per `nas` command, each with `add_parser(subparsers)` and `run(args)`; shared
+argument types in `args`, what the terminal shows in `output`. The only layer (with `nas.cli`)
+that prints or exits; it may import every layer of the library.
 
 Modules import only argparse at the top, so `nas --help` stays fast; heavy imports happen
 inside `run`.

@@ -27,8 +27,9 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from nas.measure.cpu_allocator import keep_freed_memory
-from nas.measure.device import cudnn_autotuning, prepare, synchronize, to_device, train_step
+from nas.measure.device import synchronize
 from nas.measure.device_gate import exclusive_device
+from nas.measure.step import cudnn_autotuning, prepare, to_device, train_step
 from nas.model.blocks import MBConv
 from nas.records.file_lock import file_lock
 from nas.spec.arch import Arch
@@ -123,7 +124,7 @@ def time_steps(step: Callable[[], object], device: torch.device, repeats: Repeat
     """
     repeats.check()
     # a timed step autotunes cuDNN as a long training run at this one shape would
-    # (nas.measure.device.cudnn_autotuning says who autotunes and why)
+    # (nas.measure.step.cudnn_autotuning says who autotunes and why)
     with cudnn_autotuning(True):
         return _time_steps(step, device, repeats)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from nas.measure.device import precision
+from nas.measure.precision import precision
 
 
 @lru_cache(maxsize=1)
@@ -75,7 +75,7 @@ def fingerprint(device: torch.device) -> Hardware:
         device_model=torch.cuda.get_device_name(device) if cuda else "cpu",
         cpu=cpu_model(),
         threads=torch.get_num_threads(),
-        dtype=precision(device).name,  # the one precision decision (nas.measure.device.precision)
+        dtype=precision(device).name,  # the one precision decision (nas.measure.precision.precision)
         torch=torch.__version__.split("+")[0],
         cuda=(torch.version.cuda or torch.version.hip or "") if cuda else "",
         cudnn=str(torch.backends.cudnn.version() or "") if cuda else "",

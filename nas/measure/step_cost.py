@@ -33,9 +33,10 @@ from nas.measure.costs import (
     time_steps,
     warm_up_process,
 )
-from nas.measure.device import autocast, prepare, to_device
 from nas.measure.device_gate import exclusive_device
 from nas.measure.hardware import Hardware, fingerprint
+from nas.measure.precision import autocast
+from nas.measure.step import prepare, to_device
 from nas.measure.step_table import DRIFT_TOLERANCE, Drift
 from nas.model import build
 from nas.model.network import EfficientNet

@@ -8,4 +8,7 @@
 
 Every stage reuses what is already on disk, so running the same command again resumes an
 interrupted reproduction and re-renders the report of a finished one without training.
+
+The top layer of the library: it runs searches through `nas.search.run` and may import every
+layer below it, never the command line.
 """

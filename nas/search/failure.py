@@ -21,7 +21,6 @@ from typing import Any
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.measure.device import poisons_process
 from nas.spec.arch import Arch
 from nas.spec.errors import TrialError
 
@@ -85,6 +84,54 @@ def failure_reason(exc: BaseException) -> str:
         return "out of memory"
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+
+
+# Messages of CUDA failures after which the process's CUDA context is unusable: every later
+# kernel fails too, whatever the candidate. Out-of-memory is absent on purpose (the allocator
+# recovers, and a too-large candidate is the candidate's own failure).
+_POISON_MARKERS = (
+    "illegal memory access",
+    "device-side assert",
+    "unspecified launch failure",
+    "misaligned address",
+    "illegal instruction",
+    "uncorrectable ecc error",
+    "launch timed out",
+    "no cuda-capable device",
+    "found no nvidia driver",
+    "cuda driver initialization failed",
+    "device has fallen off the bus",
+    "cublas_status_execution_failed",
+    "cudnn_status_execution_failed",
+    "cuda error",  # any other error CUDA reported (e.g. a lost device): the context is suspect
+)
+_OOM_MARKERS = ("out of memory", "cublas_status_alloc_failed", "cudnn_status_alloc_failed")
+
+
+def poisons_process(exc: BaseException) -> bool:
+    """True when `exc` (or an exception it was raised from) is a CUDA failure that leaves this
+    process unable to run any further candidate: an illegal memory access, a device-side assert,
+    a lost device. Such a trial is not the candidate's fault: stop the worker, retry the trial
+    elsewhere. Out-of-memory, divergence and ordinary errors are False (the candidate's own)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if _poisons_alone(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _poisons_alone(exc: BaseException) -> bool:
+    if isinstance(exc, torch.OutOfMemoryError):
+        return False
+    message = str(exc).lower()
+    if any(marker in message for marker in _OOM_MARKERS):
+        return False
+    if isinstance(exc, getattr(torch, "AcceleratorError", ())):
+        return True  # torch >= 2.8 raises CUDA runtime errors as this type
+    return isinstance(exc, RuntimeError) and any(marker in message for marker in _POISON_MARKERS)
 
 
 # the user attr marking a stored trial that ended for a reason not its own (it does not count)

@@ -36,15 +36,8 @@ import yaml
 from torch import nn
 
 from nas.measure.costs import count_macs, count_params
-from nas.measure.device import (
-    cudnn_autotuning,
-    device_name,
-    prepare,
-    resolve_device,
-    synchronize,
-    to_device,
-    train_step,
-)
+from nas.measure.device import device_name, resolve_device, synchronize
+from nas.measure.step import cudnn_autotuning, prepare, to_device, train_step
 from nas.model import build
 from nas.records.runs import atomic_write, versions
 from nas.spec.arch import Arch
@@ -285,7 +278,7 @@ class Progress:
 def train(arch: Arch, config: TrainConfig, out: Path, *, resume: bool = False,
           log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train `arch` into the folder `out`; returns the metrics also written to metrics.json."""
-    # a long run at a few shapes: autotuning pays for itself (nas.measure.device.cudnn_autotuning)
+    # a long run at a few shapes: autotuning pays for itself (nas.measure.step.cudnn_autotuning)
     with cudnn_autotuning(True):
         return _train(arch, config, out, resume=resume, log=log)
 

@@ -15,8 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from nas.measure.device import autocast, cudnn_autotuning, grad_scaler, prepare, to_device, train_step
 from nas.measure.device_gate import holding_device, shared_device
+from nas.measure.precision import autocast, grad_scaler
+from nas.measure.step import cudnn_autotuning, prepare, to_device, train_step
 from nas.spec.errors import TrialError
 from nas.spec.space import Proxy
 from nas.training.data import Dataset

@@ -147,15 +147,40 @@ def _trainer_in_a_step() -> Iterator[tuple[Any, Any]]:
     assert child.exitcode == 0
 
 
+def _wait_for_the_flag() -> None:
+    """Until a measurer holds the turnstile and waits (its flag raised); polls that state."""
+    deadline = time.monotonic() + 60  # guards against a hang only
+    while not device_gate._flag(CPU).raised() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert device_gate._flag(CPU).raised(), "the measurer raised its flag"
+
+
 def test_measurement_waits_for_a_step_in_flight_and_holds_back_the_next() -> None:
     with _trainer_in_a_step() as (leave, results):
         with pytest.raises(TimeoutError, match="training steps"), exclusive_device(CPU, timeout=0.3):
             pass
-        leave.set()
-        with exclusive_device(CPU, timeout=30):
+        holding, release = threading.Event(), threading.Event()
+
+        def measure() -> None:
+            with exclusive_device(CPU, timeout=60):
+                holding.set()
+                release.wait(30)
+
+        measurer = threading.Thread(target=measure)
+        measurer.start()
+        try:
+            # the measurer waits at the gate before the trainer leaves its step (were the trainer
+            # to leave first, its next step could rightly start before anyone waited)
+            _wait_for_the_flag()
+            assert not holding.is_set(), "it waits for the step in flight"
+            leave.set()
+            assert holding.wait(30), "the trainer let go after its step"
             assert results.get(timeout=30) == "left"
-            time.sleep(0.3)
+            time.sleep(0.3)  # a chance for a wrong next step to show; none may, however long
             assert results.empty(), "no step starts while the measurement holds the device"
+        finally:
+            release.set()
+            measurer.join(30)
         assert results.get(timeout=30) == "next step"
 
 
@@ -314,10 +339,7 @@ def test_a_waiting_measurer_gets_the_device_after_the_step_in_flight() -> None:
             with shared_device(CPU):  # a step in flight when the measurer comes
                 child = ctx.Process(target=_exec_in_tmp, args=(tempfile.gettempdir(), _MEASURER, scope))
                 child.start()
-                deadline = time.monotonic() + 60  # guards against a hang only
-                while not device_gate._flag(CPU).raised() and time.monotonic() < deadline:
-                    time.sleep(0.01)  # polls the state the measurer sets, not a stand-in for it
-                assert device_gate._flag(CPU).raised(), "the measurer raised its flag"
+                _wait_for_the_flag()
                 assert not measuring.is_set(), "it waits for the step in flight"
             assert measuring.wait(30), "the trainer let go after its step"
             entered_after_leaving: list[bool] = []

@@ -71,9 +71,9 @@ def test_divergence_raises_trial_error(data) -> None:
 def test_fp16_resume_carries_the_loss_scale(monkeypatch) -> None:
     """With fp16 (a GPU without bf16), the GradScaler's state is part of the saved state: the
     resumed run scales, skips and steps as the uninterrupted one. CPU autocast has fp16 too."""
-    from nas.measure.device import FP16
+    from nas.measure.precision import FP16
 
-    monkeypatch.setattr("nas.measure.device.precision", lambda device: FP16)
+    monkeypatch.setattr("nas.measure.precision.precision", lambda device: FP16)
     small = load_dataset("digits", resolution=8, seed=0, limit=160)  # fp16 kernels are slow on a CPU
     recipe = ProxyRecipe(epochs=2, batch=32, lr=0.01, max_train=64, seed=0)
     saved: dict[int, bytes] = {}
