@@ -66,3 +66,8 @@ def test_a_synthetic_search_runs_without_the_heavy_libraries(tmp_path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     assert "COMPLETE" in (tmp_path / "bare" / "results.csv").read_text()
     assert "tensorboard is not installed" in done.stderr
+    # and the report of that run renders without loading torch: reading runs needs none
+    render = f"from nas.cli import main\nassert main(['report', 'bare', '--runs-dir', {str(tmp_path)!r}, " \
+             "'--no-full-counts']) == 0"
+    assert _loaded_after(render, ("torch",)) == []
+    assert (tmp_path / "bare" / "report.md").is_file()
