@@ -81,3 +81,12 @@ def test_only_the_command_line_prints() -> None:
                     and isinstance(node.value, ast.Name) and node.value.id == "sys"):
                 offenders.append(f"{relative}:{node.lineno} sys.{node.attr}")
     assert offenders == []
+
+
+def test_ray_outside_the_ray_backend_would_break_the_contract(tmp_path: Path) -> None:
+    # not vacuous: without its exception, the Ray backend's own `import ray` breaks it
+    only_ray = next(c for c in contracts() if c.get("forbidden_modules") == ["ray"])
+    kept = [rule for rule in only_ray["ignore_imports"] if not rule.startswith("nas.search.ray_backend ")]
+    done = lint_one({**only_ray, "ignore_imports": kept}, tmp_path)
+    assert done.returncode != 0 and "0 kept, 1 broken" in done.stdout, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "nas.search.ray_backend -> ray" in done.stdout
