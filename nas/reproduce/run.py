@@ -3,6 +3,7 @@ pair per search seed), retraining, the report."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -28,6 +29,8 @@ from nas.reproduce.retrain import retrain
 from nas.search.progress import SearchProgress
 from nas.spec.errors import ConfigError
 from nas.spec.space import SearchSpace
+
+log = logging.getLogger(__name__)
 
 
 # -- running it ------------------------------------------------------------------------------
@@ -160,6 +163,9 @@ def run_search(folder: Path, sub: str, request: Request, budget: int, sampler: s
     if sampler == "random":
         # every random trial trained in full: the unbiased sample the findings are tested on (a
         # pruner would keep only the trials whose early accuracy beat the median)
+        if (search_options or {}).get("pruner", "none") != "none":
+            log.warning(f"{sub}: --pruner {job.pruner} (from --search-args) is not used here: a random "
+                        f"baseline trains every trial in full")
         job = replace(job, pruner="none")
     job = replace(job, resume=job.resume or (folder / sub / "config.yaml").is_file())
     say(f"nas: {sub}: {job.command_line()}")
