@@ -1,5 +1,5 @@
 """The backends behind one signature: a backend module (`nas.search.optuna_backend`,
-`nas.search.ray_backend`) provides the three functions of `Backend`, and `run_search` calls
+`nas.search.ray_backend`) provides the four functions of `Backend`, and `run_search` calls
 nothing else of it. Both keep their trials in the run's Optuna study and finish them through
 `nas.search.lifecycle.finish_trial`, so their run folders read the same
 (tests/search/test_backends.py runs one contract against both).
@@ -9,19 +9,27 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from nas.records.runs import RunDir
 from nas.search.progress import SearchProgress
 from nas.spec.errors import ConfigError
 from nas.spec.settings import SearchSettings
 
+if TYPE_CHECKING:
+    from nas.search.run import SearchJob
+
 BACKENDS = ("optuna", "ray")
 
 
 class Backend(Protocol):
-    def connect(self, options: Any) -> None:
-        """Reach where the trials will run, before anything is written (fails fast)."""
+    def options(self, job: SearchJob, saved: dict[str, Any]) -> Any:
+        """Where this backend runs trials: the job's options, else those of the resumed run's
+        config.yaml (`saved`), else the defaults; checked (ConfigError names what is wrong)."""
+
+    def connect(self, options: Any, settings: SearchSettings) -> None:
+        """Reach where the trials will run and check they can run there, before anything is
+        written (fails fast)."""
 
     def placement(self, run: RunDir, options: Any) -> dict[str, Any]:
         """What config.yaml records about where the trials run (storage, cluster options)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 import torch
@@ -30,6 +30,9 @@ from nas.spec.errors import RunError
 from nas.spec.objective import Objective
 from nas.spec.settings import SearchSettings
 from nas.training.data import Dataset, search_data
+
+if TYPE_CHECKING:
+    from nas.search.run import SearchJob
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +115,14 @@ def _worker_main(run_path: str, settings: SearchSettings, budget: int, storage_u
     OptunaSearch(RunDir(run_path), settings, budget, storage_url, worker).run_worker()
 
 
-def connect(options: OptunaOptions) -> None:
-    """Nothing to reach: the workers start on this machine (an RDB is opened by the study)."""
+def options(job: SearchJob, saved: dict[str, Any]) -> OptunaOptions:
+    """Worker processes on this machine; the storage is the job's RDB URL, else the run's journal."""
+    return OptunaOptions(workers=job.workers, storage=job.storage)
+
+
+def connect(options: OptunaOptions, settings: SearchSettings) -> None:
+    """The workers start on this machine: its device must be there (an RDB is opened by the study)."""
+    resolve_device(settings.device)
 
 
 def placement(run: RunDir, options: OptunaOptions) -> dict[str, Any]:

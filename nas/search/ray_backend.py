@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 import ray
@@ -31,16 +31,51 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from nas.records.runs import RunDir
 from nas.search.failure import failure_reason
 from nas.search.progress import NoProgress, SearchProgress
-from nas.search.raytune.cluster import RayOptions, capacity, check_fits, connect  # noqa: F401 (entry points)
+from nas.search.raytune import cluster
+from nas.search.raytune.cluster import RayOptions, capacity
 from nas.search.raytune.searcher import FailureCounter, StudySearcher, trial_dirname
 from nas.search.raytune.trainable import NUMBER, TrialJob, measure_reference_remotely, run_trial  # noqa: F401
 from nas.search.study import RunStudy, count_finished, run_reference, write_tables
-from nas.spec.errors import RunError
+from nas.spec.errors import ConfigError, RunError
 from nas.spec.objective import Objective, Reference
 from nas.spec.settings import SearchSettings
 from nas.training.data import Dataset, search_data
 
+if TYPE_CHECKING:
+    from nas.search.run import SearchJob
+
 EXPERIMENTS = "ray"  # under the run folder (or --storage): one Tune experiment per driver session
+
+
+def options(job: SearchJob, saved: dict[str, Any]) -> RayOptions:
+    """Ray placement: the job's options, else the resumed run's (`saved`), else the defaults."""
+    if job.workers != 1:
+        raise ConfigError("--workers is for the optuna backend; with --backend ray use --max-concurrent")
+    old = saved.get("ray") or {}
+    defaults = RayOptions()
+
+    def pick(name: str, given: Any) -> Any:
+        return given if given is not None else old.get(name, getattr(defaults, name))
+
+    chosen = RayOptions(
+        address=job.address or old.get("address"),  # None: a local Ray
+        cpus_per_trial=pick("cpus_per_trial", job.cpus_per_trial),
+        gpus_per_trial=pick("gpus_per_trial", job.gpus_per_trial),
+        max_concurrent=pick("max_concurrent", job.max_concurrent),
+        asha=False if job.no_asha else old.get("asha", True),
+        max_failures=pick("max_failures", job.max_failures),
+        storage=job.storage or old.get("storage"),
+    )
+    chosen.check()
+    return chosen
+
+
+def connect(options: RayOptions, settings: SearchSettings) -> None:
+    """Join the cluster (or start a local Ray) and check one trial fits; a trial's device is
+    resolved on its worker node, so here only that a CUDA device has GPUs to run on."""
+    if settings.device.startswith("cuda") and options.gpus_per_trial == 0:
+        raise ConfigError(f"--device {settings.device} needs --gpus-per-trial > 0 with --backend ray")
+    cluster.connect(options)
 
 
 def placement(run: RunDir, options: RayOptions) -> dict[str, Any]:
@@ -103,7 +138,7 @@ def search(run: RunDir, settings: SearchSettings, budget: int, options: RayOptio
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if not ray.is_initialized():
-        connect(options)
+        cluster.connect(options)
     data = search_data(settings)
     cache_name = f"{run.name}-{hashlib.sha1(str(run.path.resolve()).encode()).hexdigest()[:10]}.json"
     rs = None

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.records.runs import RunDir, default_name
-from nas.search.backend import OptunaOptions, load_backend
+from nas.search.backend import load_backend
 from nas.search.progress import SearchProgress
 from nas.spec.errors import ConfigError
 from nas.spec.settings import SearchSettings
@@ -101,25 +101,14 @@ def run_search(job: SearchJob, progress: SearchProgress | None = None) -> RunDir
                           f"resume it with --backend {saved.get('backend', 'optuna')}")
     # before anything slow or written: the backend importable, its options sound
     backend = load_backend(backend_name)
-    ray_options = None
-    if backend_name == "ray":
-        if job.workers != 1:
-            raise ConfigError("--workers is for the optuna backend; with --backend ray use --max-concurrent")
-        ray_options = _ray_options(job, saved, backend)
-        ray_options.check()
-    options = ray_options or OptunaOptions(workers=job.workers, storage=job.storage)
+    options = backend.options(job, saved)
     budget = job.budget or saved.get("budget") or DEFAULT_BUDGET  # a resumed run keeps its budget unless told
     text, settings = _space_text_and_settings(job, run)
-    # check data and device before anything is written (loaded data stay cached for the search)
-    from nas.measure.device import resolve_device
+    # check data, device and cluster before anything is written (loaded data stay cached)
     from nas.training.data import search_data
 
-    if ray_options is None:
-        resolve_device(settings.device)  # a Ray trial's device is on its worker node
-    elif settings.device.startswith("cuda") and ray_options.gpus_per_trial == 0:
-        raise ConfigError(f"--device {settings.device} needs --gpus-per-trial > 0 with --backend ray")
     search_data(settings)
-    backend.connect(options)  # a cluster reachable and big enough
+    backend.connect(options, settings)
     config = settings.to_dict()
     config["space_sha256"] = hashlib.sha256(text.encode()).hexdigest()[:16]
     config["budget"] = budget
@@ -127,7 +116,7 @@ def run_search(job: SearchJob, progress: SearchProgress | None = None) -> RunDir
     config.update(backend.placement(run, options))
     run.start(config, text, resume=job.resume)
 
-    where = f", Ray at {ray_options.address or 'a local Ray'}" if ray_options is not None else ""
+    where = f", Ray at {options.address or 'a local Ray'}" if backend_name == "ray" else ""
     log.info(f"nas: run {run.name} in {run.path} ({settings.space.name} space, budget {budget}, "
              f"dataset {settings.dataset}{where})")
     backend.search(run, settings, budget, options, resume=job.resume, progress=progress)
@@ -162,22 +151,3 @@ def _space_text_and_settings(job: SearchJob, run: RunDir) -> tuple[str, SearchSe
     settings = settings.with_overrides(epochs=job.epochs, batch=job.batch, max_train=job.max_train)
     settings.check()
     return text, settings
-
-
-def _ray_options(job: SearchJob, saved: dict[str, Any], backend: Any) -> Any:
-    """Ray placement options: the job's, else the resumed run's, else the defaults."""
-    old = saved.get("ray") or {}
-    defaults = backend.RayOptions()
-
-    def pick(name: str, given: Any) -> Any:
-        return given if given is not None else old.get(name, getattr(defaults, name))
-
-    return backend.RayOptions(
-        address=job.address or old.get("address"),  # None: a local Ray
-        cpus_per_trial=pick("cpus_per_trial", job.cpus_per_trial),
-        gpus_per_trial=pick("gpus_per_trial", job.gpus_per_trial),
-        max_concurrent=pick("max_concurrent", job.max_concurrent),
-        asha=False if job.no_asha else old.get("asha", True),
-        max_failures=pick("max_failures", job.max_failures),
-        storage=job.storage or old.get("storage"),
-    )
