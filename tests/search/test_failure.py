@@ -123,3 +123,27 @@ def test_a_real_cpu_error_does_not_poison() -> None:
     with pytest.raises(RuntimeError) as info:
         torch.nn.functional.conv2d(torch.zeros(1, 1, 4, 4), torch.zeros(2, 3, 3, 3))
     assert not poisons_process(info.value)
+
+
+# -- a worker or node that died, and a trial as the study stores it ---------------------------
+def test_a_lost_worker_is_interrupted_while_attempts_last_then_fails() -> None:
+    from nas.search.failure import worker_lost
+
+    retried = worker_lost(ARCH, failures=2, attempt=2, max_failures=2)
+    assert retried.state == INTERRUPTED and retried.reason.startswith("interrupted: ")
+    ended = worker_lost(ARCH, failures=3, attempt=3, max_failures=2)  # a trial that kills every worker ends
+    assert ended.state == FAIL and "died (3 tries)" in ended.reason and not ended.reason.startswith("interrupted")
+
+
+def test_a_stored_trial_is_interrupted_when_marked_or_failed_without_a_reason() -> None:
+    from optuna.trial import TrialState, create_trial
+
+    from nas.search.failure import INTERRUPTED_ATTR, is_interrupted
+
+    def stored(state: TrialState, **attrs: object) -> optuna.trial.FrozenTrial:
+        return create_trial(state=state, value=None if state != TrialState.COMPLETE else 1.0, user_attrs=attrs)
+
+    assert is_interrupted(stored(TrialState.FAIL, **{INTERRUPTED_ATTR: True, "reason": "interrupted (Ctrl-C)"}))
+    assert is_interrupted(stored(TrialState.FAIL))  # failed by Optuna's heartbeat: no reason recorded
+    assert not is_interrupted(stored(TrialState.FAIL, reason="training diverged"))
+    assert not is_interrupted(stored(TrialState.COMPLETE))
