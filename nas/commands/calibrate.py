@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any
 
@@ -27,11 +26,11 @@ def add_cache_dir_argument(p: Any) -> None:
 
 
 def apply_cache_dir(args: argparse.Namespace) -> None:
-    """--cache-dir for this process and every worker it starts (they inherit the environment)."""
-    from nas.measure.step_table import CACHE_ENV
+    """--cache-dir for this process and every worker it starts."""
+    from nas.measure.step_table import use_cache_dir
 
     if args.cache_dir:
-        os.environ[CACHE_ENV] = os.path.abspath(os.path.expanduser(args.cache_dir))
+        use_cache_dir(args.cache_dir)
 
 
 def run(args: argparse.Namespace) -> None:

@@ -78,20 +78,11 @@ def run(args: argparse.Namespace) -> None:
 def search_options(words: Sequence[str]) -> dict[str, Any]:
     """`nas search` options (as typed after `nas search`) as `SearchJob` fields: only those the
     words give, checked as the command line checks them (a bad one exits 2 with its message)."""
-    parser = OneLineParser(prog="nas search", add_help=False)
-    add_parser(_OneParser(parser))
+    subparsers = OneLineParser(prog="nas", add_help=False).add_subparsers()
+    add_parser(subparsers)
+    parser = subparsers.choices["search"]
     for action in parser._actions:  # an option not given leaves no attribute behind
         action.default = argparse.SUPPRESS
     given = vars(parser.parse_args(list(words)))
     given.pop("quiet", None)  # how much is shown is the caller's choice, not the search's
     return given
-
-
-class _OneParser:
-    """Stands in for argparse's subparsers so `add_parser` can fill a standalone parser."""
-
-    def __init__(self, parser: argparse.ArgumentParser) -> None:
-        self.parser = parser
-
-    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
-        return self.parser

@@ -36,6 +36,12 @@ DRIFT_TOLERANCE = 0.05
 _GENERATION = re.compile(r"^g(\d+)\.json$")
 
 
+def use_cache_dir(folder: str | Path) -> None:
+    """Keep the tables in `folder` for this process and every worker it starts (they inherit the
+    environment): `--cache-dir`."""
+    os.environ[CACHE_ENV] = os.path.abspath(os.path.expanduser(folder))
+
+
 def cache_dir(override: str | Path | None = None) -> Path:
     """The user cache folder of nas: `override`, else `$NAS_CACHE_DIR`, else the XDG cache folder
     (`~/.cache/nas`)."""

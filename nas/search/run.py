@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -85,10 +84,10 @@ def run_search(job: SearchJob, progress: SearchProgress | None = None) -> RunDir
     checked (names, backend, settings, data, device, cluster) is checked before anything is
     written. `progress` is told of every finished trial (None: nothing is shown); notes go to
     the `nas` loggers. Ctrl-C propagates as KeyboardInterrupt after finished trials are saved."""
-    if job.cache_dir:  # for this process and every worker it starts (they inherit the environment)
-        from nas.measure.step_table import CACHE_ENV
+    if job.cache_dir:
+        from nas.measure.step_table import use_cache_dir
 
-        os.environ[CACHE_ENV] = os.path.abspath(os.path.expanduser(job.cache_dir))
+        use_cache_dir(job.cache_dir)
     job = job.named()
     name = job.name or ""
     if "/" in name or name in ("", ".", ".."):
